@@ -1,0 +1,65 @@
+// Command outflow is the single binary of the Outflow outbound mail platform.
+// Each role (ingest, classifier, router, sender, analytics) runs as a
+// subcommand; "all" runs every role in one process with an embedded NATS server.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "outflow:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: outflow <command> [flags]
+
+commands:
+  all          run every role in one process with an embedded NATS server
+  ingest       SMTP submission (and MX) listener
+  classifier   score submitted messages
+  router       choose an IP pool for each message
+  sender       deliver messages over SMTP
+  analytics    load events into ClickHouse
+  ctl          operator tool (tenants, policy, domains)
+  classify     score message files and print one JSON verdict per message
+  classifier train   rebuild the embedded spam model from a corpus
+  version      print the version
+`
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("no command given")
+	}
+	switch args[0] {
+	case "classify":
+		return runClassify(ctx, args[1:], stdin, stdout, stderr)
+	case "classifier":
+		if len(args) > 1 && args[1] == "train" {
+			return runClassifierTrain(ctx, args[2:], stdout, stderr)
+		}
+		return fmt.Errorf("classifier role: not built yet")
+	case "version":
+		fmt.Fprintln(stdout, "outflow", version)
+		return nil
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"

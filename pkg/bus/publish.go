@@ -1,0 +1,125 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outflowmail/outflow/pkg/envelope"
+	"github.com/outflowmail/outflow/pkg/events"
+)
+
+// PublishMessage publishes a message to subject with msgID as its
+// Nats-Msg-Id, so that a retried publish is stored once. A body above the
+// inline limit is put in the object store (once: a body that already has a
+// reference is not stored again) and the bus message carries only the
+// envelope. It returns when JetStream has acknowledged the message.
+func (b *Bus) PublishMessage(ctx context.Context, subject, msgID string, env *envelope.Envelope, body []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout)
+	defer cancel()
+	m := nats.NewMsg(subject)
+	if env.BodyRef == "" && len(body) > b.cfg.InlineLimit {
+		if _, err := b.Bodies.PutBytes(ctx, env.ID, body); err != nil {
+			return fmt.Errorf("store body %s: %w", env.ID, err)
+		}
+		env.BodyRef = env.ID
+	}
+	if env.BodyRef == "" {
+		m.Data = body
+	}
+	if err := envelope.Encode(m, env); err != nil {
+		return err
+	}
+	if _, err := b.JS.PublishMsg(ctx, m, jetstream.WithMsgID(msgID)); err != nil {
+		return fmt.Errorf("publish %s to %s: %w", msgID, subject, err)
+	}
+	return nil
+}
+
+// Body returns a bus message's body: its payload, or the referenced object.
+func (b *Bus) Body(ctx context.Context, env *envelope.Envelope, payload []byte) ([]byte, error) {
+	if env.BodyRef == "" {
+		return payload, nil
+	}
+	body, err := b.Bodies.GetBytes(ctx, env.BodyRef)
+	if err != nil {
+		return nil, fmt.Errorf("load body %s: %w", env.BodyRef, err)
+	}
+	return body, nil
+}
+
+// ReleaseBody is called when one delivery job of a message reaches a final
+// state. The stored body (if any) is deleted when the last of the message's
+// jobs is final; a counter in the body-refs bucket, decremented with
+// compare-and-set, makes that safe across sender processes.
+func (b *Bus) ReleaseBody(ctx context.Context, env *envelope.Envelope) error {
+	if env.BodyRef == "" {
+		return nil
+	}
+	if env.Jobs > 1 {
+		last, err := b.countDown(ctx, env.BodyRef, env.Jobs)
+		if err != nil || !last {
+			return err
+		}
+	}
+	if err := b.Bodies.Delete(ctx, env.BodyRef); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("delete body %s: %w", env.BodyRef, err)
+	}
+	return nil
+}
+
+// countDown decrements the remaining-jobs counter of a body and reports
+// whether this was the last job.
+func (b *Bus) countDown(ctx context.Context, key string, jobs int) (bool, error) {
+	for range 100 {
+		e, err := b.BodyRefs.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			// First job to finish creates the counter.
+			_, err = b.BodyRefs.Create(ctx, key, []byte(strconv.Itoa(jobs-1)))
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				continue
+			}
+			if err != nil {
+				return false, fmt.Errorf("count jobs of %s: %w", key, err)
+			}
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("count jobs of %s: %w", key, err)
+		}
+		n, _ := strconv.Atoi(string(e.Value()))
+		if n <= 1 {
+			if err := b.BodyRefs.Delete(ctx, key, jetstream.LastRevision(e.Revision())); err != nil {
+				continue
+			}
+			return true, nil
+		}
+		if _, err := b.BodyRefs.Update(ctx, key, []byte(strconv.Itoa(n-1)), e.Revision()); err != nil {
+			continue // lost a race with another sender; read again
+		}
+		return false, nil
+	}
+	return false, fmt.Errorf("count jobs of %s: too much contention", key)
+}
+
+// PublishEvent publishes an event; its id is the Nats-Msg-Id so that a
+// retried publish is stored once.
+func (b *Bus) PublishEvent(ctx context.Context, e *events.Event) error {
+	data, err := events.Marshal(e)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout)
+	defer cancel()
+	m := nats.NewMsg(events.Subject + "." + string(e.Type))
+	m.Data = data
+	m.Header = nats.Header{envelope.HeaderTenant: []string{e.Tenant}}
+	if _, err := b.JS.PublishMsg(ctx, m, jetstream.WithMsgID(e.ID)); err != nil {
+		return fmt.Errorf("publish event %s: %w", e.ID, err)
+	}
+	return nil
+}

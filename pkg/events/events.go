@@ -1,0 +1,138 @@
+// Package events defines what the pipeline reports about every message:
+// verdicts, routing decisions, delivery attempts and their outcomes. Every
+// event goes to the events stream and from there into ClickHouse; the
+// reputation loop reads its figures from those rows. Payloads carry a version
+// so that consumers can evolve with them.
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Version is the payload version written by this code.
+const Version = 1
+
+// Type says what happened.
+type Type string
+
+// Event types.
+const (
+	// TypeVerdict: the classifier scored a message.
+	TypeVerdict Type = "verdict"
+	// TypeRouted: the router chose a pool; carries everything known about the
+	// message, and is the source of its row in the messages table.
+	TypeRouted Type = "routed"
+	// TypeDelivery: one delivery attempt to one recipient domain, with its
+	// outcome per recipient.
+	TypeDelivery Type = "delivery"
+)
+
+// Outcome is the result of a delivery attempt for one recipient.
+type Outcome string
+
+// Delivery outcomes.
+const (
+	OutcomeDelivered Outcome = "delivered"
+	// OutcomeDeferred: temporary failure, another attempt is scheduled.
+	OutcomeDeferred Outcome = "deferred"
+	// OutcomeBounced: permanent failure (5xx), or the last attempt failed.
+	OutcomeBounced Outcome = "bounced"
+	// OutcomeExpired: the message outlived its maximum queue age.
+	OutcomeExpired Outcome = "expired"
+)
+
+// Subject is the NATS subject prefix of events; an event of type T goes to
+// Subject + "." + T.
+const Subject = "outflow.events"
+
+// Event is one record on the events stream. Exactly one of the pointer
+// fields matching Type is set.
+type Event struct {
+	V    int       `json:"v"`
+	ID   string    `json:"id"`
+	Type Type      `json:"type"`
+	Time time.Time `json:"time"`
+	// Tenant and MsgID tie every event to a tenant and a message.
+	Tenant string `json:"tenant"`
+	MsgID  string `json:"msg_id"`
+
+	Verdict  *Verdict  `json:"verdict,omitempty"`
+	Routed   *Routed   `json:"routed,omitempty"`
+	Delivery *Delivery `json:"delivery,omitempty"`
+}
+
+// Verdict is the classifier's judgement.
+type Verdict struct {
+	Score       float64  `json:"score"`
+	Label       string   `json:"label"`
+	Symbols     []Symbol `json:"symbols,omitempty"`
+	Fingerprint string   `json:"fingerprint,omitempty"`
+	Model       string   `json:"model,omitempty"`
+}
+
+// Symbol is one contribution to a verdict.
+type Symbol struct {
+	Name   string  `json:"name"`
+	Weight float64 `json:"weight"`
+}
+
+// Routed describes a message once its pool is chosen.
+type Routed struct {
+	MessageID  string    `json:"message_id,omitempty"`
+	From       string    `json:"from"`
+	FromDomain string    `json:"from_domain"`
+	Rcpts      []string  `json:"rcpts"`
+	Size       int64     `json:"size"`
+	Received   time.Time `json:"received"`
+	Verdict    Verdict   `json:"verdict"`
+	Pool       string    `json:"pool"`
+	Reason     string    `json:"reason"`
+	Domains    int       `json:"domains"`
+}
+
+// Delivery is one attempt to hand a delivery job to a recipient domain's MX.
+type Delivery struct {
+	Domain   string `json:"domain"`
+	Pool     string `json:"pool"`
+	SourceIP string `json:"source_ip"`
+	MX       string `json:"mx"`
+	Attempt  int    `json:"attempt"`
+	// Duration of the attempt (connect to final reply).
+	DurationMs int64 `json:"duration_ms"`
+	// NextAttempt is set when some recipient was deferred.
+	NextAttempt time.Time   `json:"next_attempt,omitzero"`
+	Rcpts       []RcptReply `json:"rcpts"`
+}
+
+// RcptReply is the outcome for one recipient of a delivery attempt.
+type RcptReply struct {
+	Rcpt     string  `json:"rcpt"`
+	Outcome  Outcome `json:"outcome"`
+	Code     int     `json:"code"`
+	Enhanced string  `json:"enhanced,omitempty"`
+	Text     string  `json:"text,omitempty"`
+}
+
+// Marshal encodes e, filling the version.
+func Marshal(e *Event) ([]byte, error) {
+	e.V = Version
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("encode event %s: %w", e.Type, err)
+	}
+	return b, nil
+}
+
+// Unmarshal decodes an event and checks its version.
+func Unmarshal(b []byte) (*Event, error) {
+	var e Event
+	if err := json.Unmarshal(b, &e); err != nil {
+		return nil, fmt.Errorf("decode event: %w", err)
+	}
+	if e.V < 1 || e.V > Version {
+		return nil, fmt.Errorf("decode event %s: unsupported version %d", e.ID, e.V)
+	}
+	return &e, nil
+}

@@ -1,0 +1,32 @@
+// Package natstest starts a real embedded NATS JetStream server for tests.
+package natstest
+
+import (
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/outflowmail/outflow/pkg/natsserver"
+)
+
+// Start runs a JetStream server on a free loopback port with its store in a
+// temporary directory, and stops it when the test ends.
+func Start(tb testing.TB) *server.Server {
+	tb.Helper()
+	return StartDir(tb, tb.TempDir())
+}
+
+// StartDir is Start with a given store directory, so a test can restart a
+// server on the same data.
+func StartDir(tb testing.TB, dir string) *server.Server {
+	tb.Helper()
+	s, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:0", StoreDir: dir})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	return s
+}
