@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/outflowmail/outflow/pkg/events"
 )
 
 // Header names used on bus messages.
@@ -40,6 +42,15 @@ type Verdict struct {
 	Symbols     []Symbol `json:"symbols,omitempty"`
 	Fingerprint string   `json:"fingerprint,omitempty"`
 	Model       string   `json:"model,omitempty"`
+}
+
+// Event returns the verdict in its event form.
+func (v Verdict) Event() events.Verdict {
+	ev := events.Verdict{Score: v.Score, Label: v.Label, Fingerprint: v.Fingerprint, Model: v.Model}
+	for _, s := range v.Symbols {
+		ev.Symbols = append(ev.Symbols, events.Symbol{Name: s.Name, Weight: s.Weight})
+	}
+	return ev
 }
 
 // Symbol is one rule or model contribution to a verdict.
