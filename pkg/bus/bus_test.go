@@ -1,0 +1,207 @@
+package bus
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outflowmail/outflow/pkg/envelope"
+	"github.com/outflowmail/outflow/pkg/events"
+	"github.com/outflowmail/outflow/pkg/natstest"
+)
+
+func connect(t *testing.T) *Bus {
+	t.Helper()
+	ns := natstest.Start(t)
+	cfg := DefaultConfig()
+	cfg.URL = ns.ClientURL()
+	cfg.MaxDeliver = 3
+	cfg.AckWait = time.Second
+	b, err := Connect(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b
+}
+
+func TestConnect_Idempotent(t *testing.T) {
+	b := connect(t)
+	// A second process declaring the same resources must not fail.
+	if err := b.declareOnce(context.Background()); err != nil {
+		t.Fatalf("second declare: %v", err)
+	}
+}
+
+func TestPublishMessage_InlineAndByReference(t *testing.T) {
+	b := connect(t)
+	ctx := context.Background()
+	tests := []struct {
+		name    string
+		size    int
+		wantRef bool
+	}{
+		{"small inline", 1000, false},
+		{"at limit inline", b.cfg.InlineLimit, false},
+		{"large by reference", b.cfg.InlineLimit + 1, true},
+		{"25 MiB by reference", 25 << 20, true},
+	}
+	for _, tt := range tests {
+		body := bytes.Repeat([]byte("x"), tt.size)
+		env := &envelope.Envelope{ID: envelope.NewID(), Tenant: "t"}
+		if err := b.PublishMessage(ctx, SubjectSubmitted, env.ID, env, body); err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if got := env.BodyRef != ""; got != tt.wantRef {
+			t.Errorf("%s: by reference = %v, want %v", tt.name, got, tt.wantRef)
+		}
+		got, err := b.Body(ctx, env, mustLast(t, b, env.ID))
+		if err != nil {
+			t.Fatalf("%s: body: %v", tt.name, err)
+		}
+		if !bytes.Equal(got, body) {
+			t.Errorf("%s: body differs (%d bytes, want %d)", tt.name, len(got), len(body))
+		}
+		if err := b.ReleaseBody(ctx, env); err != nil {
+			t.Fatalf("%s: release: %v", tt.name, err)
+		}
+		if tt.wantRef {
+			if _, err := b.Bodies.GetInfo(ctx, env.BodyRef); !errors.Is(err, jetstream.ErrObjectNotFound) {
+				t.Errorf("%s: body still stored after release: %v", tt.name, err)
+			}
+		}
+	}
+}
+
+// mustLast returns the payload of the last message with that envelope id.
+func mustLast(t *testing.T, b *Bus, id string) []byte {
+	t.Helper()
+	s, err := b.JS.Stream(context.Background(), StreamSubmitted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.GetLastMsgForSubject(context.Background(), SubjectSubmitted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := envelope.Decode(m.Header)
+	if err != nil || env.ID != id {
+		t.Fatalf("last message %v, %v; want %s", env, err, id)
+	}
+	return m.Data
+}
+
+func TestReleaseBody_LastJobDeletes(t *testing.T) {
+	b := connect(t)
+	ctx := context.Background()
+	env := &envelope.Envelope{ID: envelope.NewID(), Jobs: 3}
+	if err := b.PublishMessage(ctx, SubjectSubmitted, env.ID, env, bytes.Repeat([]byte("y"), b.cfg.InlineLimit+10)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := b.ReleaseBody(ctx, env); err != nil {
+			t.Fatal(err)
+		}
+		_, err := b.Bodies.GetInfo(ctx, env.BodyRef)
+		stored := err == nil
+		if want := i < 2; stored != want {
+			t.Fatalf("after %d of 3 jobs released: stored = %v, want %v", i+1, stored, want)
+		}
+	}
+}
+
+func TestPublish_DuplicateIDStoredOnce(t *testing.T) {
+	b := connect(t)
+	ctx := context.Background()
+	env := &envelope.Envelope{ID: "dup", Tenant: "t"}
+	for range 3 {
+		if err := b.PublishMessage(ctx, SubjectSubmitted, env.ID, env, []byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := &events.Event{ID: "ev1", Type: events.TypeVerdict, Tenant: "t", MsgID: "dup"}
+	for range 3 {
+		if err := b.PublishEvent(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{StreamSubmitted, StreamEvents} {
+		s, _ := b.JS.Stream(ctx, name)
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs != 1 {
+			t.Errorf("%s holds %d messages, want 1", name, info.State.Msgs)
+		}
+	}
+}
+
+func TestConsume_DeadLetterAfterMaxDeliver(t *testing.T) {
+	b := connect(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	env := &envelope.Envelope{ID: "poison", Tenant: "t"}
+	if err := b.PublishMessage(ctx, SubjectSubmitted, env.ID, env, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	done := make(chan error)
+	go func() {
+		done <- b.Consume(ctx, Consumer{Stream: StreamSubmitted, Durable: "t"}, slog.New(slog.NewTextHandler(io.Discard, nil)),
+			func(ctx context.Context, m jetstream.Msg) {
+				calls.Add(1)
+				m.NakWithDelay(10 * time.Millisecond)
+			})
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, _ := b.JS.Stream(ctx, StreamDead)
+		info, err := s.Info(ctx)
+		if err == nil && info.State.Msgs == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("message did not reach the dead-letter stream")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := calls.Load(); n != int32(b.cfg.MaxDeliver) {
+		t.Errorf("handler called %d times, want %d", n, b.cfg.MaxDeliver)
+	}
+}
+
+func TestConsume_PanicIsRedelivered(t *testing.T) {
+	b := connect(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	env := &envelope.Envelope{ID: "p", Tenant: "t"}
+	if err := b.PublishMessage(ctx, SubjectSubmitted, env.ID, env, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	acked := make(chan struct{})
+	var calls atomic.Int32
+	go b.Consume(ctx, Consumer{Stream: StreamSubmitted, Durable: "p"}, slog.New(slog.NewTextHandler(io.Discard, nil)),
+		func(ctx context.Context, m jetstream.Msg) {
+			if calls.Add(1) == 1 {
+				panic("boom")
+			}
+			m.Ack()
+			close(acked)
+		})
+	select {
+	case <-acked:
+	case <-time.After(15 * time.Second):
+		t.Fatal("message not redelivered after a handler panic")
+	}
+}
