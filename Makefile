@@ -1,0 +1,49 @@
+# Outflow — build, run and test. `make run` and `make test` are the README's
+# first two commands; both work on a fresh Debian machine.
+
+GO      ?= go
+BIN     := bin/outflow
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# Integration tests (ClickHouse, subprocesses, swaks) are behind this tag;
+# `make test` always sets it.
+TAGS    := integration
+FUZZTIME ?= 10s
+
+.PHONY: build run test unit fuzz vet eval model bench clean
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/outflow
+
+# Starts ClickHouse (installing it from Debian if missing) with its data under
+# ./.data, and runs every role in the foreground with the dev config.
+run: build
+	deploy/local/run.sh
+
+# Every test: unit, integration (real NATS, ClickHouse, SMTP over sockets,
+# crash and multi-process), then each fuzz target for a short time.
+test: vet
+	$(GO) test -tags $(TAGS) -race -shuffle=on -timeout 20m -count=1 ./...
+	$(MAKE) fuzz
+
+unit:
+	$(GO) test -race ./...
+
+vet:
+	$(GO) vet -tags $(TAGS) ./...
+
+# One fuzz target per `go test -fuzz` run (Go's rule). FUZZ_TARGETS lists
+# package:Target pairs.
+FUZZ_TARGETS ?= $(shell for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
+	  for t in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | sed 's/^func //'); do echo "$$(dirname $$f):$$t"; done; done)
+fuzz:
+	@for pt in $(FUZZ_TARGETS); do \
+	  pkg=$${pt%%:*}; t=$${pt##*:}; \
+	  echo "fuzz $$pkg $$t ($(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf bin .data
