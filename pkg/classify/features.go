@@ -1,0 +1,709 @@
+package classify
+
+import (
+	"net/mail"
+	"slices"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/outflowmail/outflow/pkg/mailparse"
+	"golang.org/x/net/publicsuffix"
+)
+
+// family groups hashed features so a verdict can say which kind of evidence
+// moved the score.
+type family uint8
+
+const (
+	familySubject family = iota
+	familyBody
+	familyHeader
+	familyURL
+	familyMeta
+	numFamilies
+)
+
+var familySymbol = [numFamilies]string{
+	familySubject: "TOKENS_SUBJECT",
+	familyBody:    "TOKENS_BODY",
+	familyHeader:  "TOKENS_HEADER",
+	familyURL:     "TOKENS_URL",
+	familyMeta:    "TOKENS_STRUCTURE",
+}
+
+// famShift places the family above the hashed index in a feature id.
+const famShift = 28
+
+// features is what the model scores for one message.
+type features struct {
+	// ids are hashed token features, family<<famShift | index, sorted
+	// and unique.
+	ids   []uint32
+	rules [numRules]bool
+}
+
+// extractor builds features; one per Classify call.
+type extractor struct {
+	mask uint64
+	ids  []uint32
+	buf  []byte
+	fam  family
+}
+
+func (x *extractor) addHash(h uint64) {
+	x.ids = append(x.ids, uint32(x.fam)<<famShift|uint32(mix64(h)&x.mask))
+}
+
+func (x *extractor) add(prefix string, tok []byte) uint64 {
+	h := hashBytes(hashString(fnvOffset, prefix), tok)
+	x.addHash(h)
+	return h
+}
+
+func (x *extractor) addS(prefix, tok string) {
+	x.addHash(hashString(hashString(fnvOffset, prefix), tok))
+}
+
+// ignoredHeader lists fields that a tenant's submission never carries: trace
+// fields added in transit, and fields the SpamAssassin corpus's mail store
+// and filters added (X-Spam-*, X-Razor*, Delivery-Date, X-Keywords...).
+// Learning them would learn the corpus, not the mail.
+func ignoredHeader(name string) bool {
+	n := strings.ToLower(name)
+	switch n {
+	case "received", "delivered-to", "return-path", "delivery-date", "x-keywords", "x-status", "status",
+		"x-uid", "x-original-to", "x-envelope-from", "x-envelope-to", "x-authentication-warning",
+		"x-virus-scanned", "x-loop", "x-apparently-to", "x-originalarrivaltime", "content-length", "lines",
+		"x-mime-autoconverted", "x-original-date", "x-mailscanner", "x-mailscanner-information",
+		"x-mozilla-status", "x-mozilla-status2", "x-evolution", "x-imap", "x-pop3-rcpt", "x-antivirus",
+		"x-antivirus-status", "x-mailscanner-from", "x-spam", "x-sieve", "x-filtered-by":
+		return true
+	}
+	return strings.HasPrefix(n, "x-spam-") || strings.HasPrefix(n, "x-razor") || strings.HasPrefix(n, "x-mailscanner")
+}
+
+// corpusArtefact reports tokens produced by the SpamAssassin corpus's address
+// rewrite (yyyy@..., zzzz@..., spamassassin.taint.org), which no real
+// message has.
+func corpusArtefact(tok []byte) bool {
+	s := string(tok) // no allocation: used only for comparison
+	return strings.Contains(s, "taint.org") || strings.HasPrefix(s, "yyyy") || strings.HasPrefix(s, "zzzz")
+}
+
+// regDomain is the registered domain (eTLD+1) of host, or host itself.
+func regDomain(host string) string {
+	if host == "" {
+		return ""
+	}
+	if d, err := publicsuffix.EffectiveTLDPlusOne(host); err == nil {
+		return d
+	}
+	return host
+}
+
+// extract computes the features of a parsed message.
+func extract(m *mailparse.Message, mask uint64) features {
+	x := &extractor{mask: mask, ids: make([]uint32, 0, 1024), buf: make([]byte, 0, 64)}
+	var f features
+	s := newSignals(m)
+
+	x.fam = familySubject
+	x.words(famSubject, m.Subject, false)
+	x.fam = familyBody
+	bodyWords := x.words(famBody, m.Text, true)
+	bodyWords += x.words(famBody, m.HTMLText, true)
+	s.bodyWords = bodyWords
+	x.fam = familyHeader
+	x.header(m)
+	x.fam = familyURL
+	x.urls(m)
+	x.fam = familyMeta
+	x.meta(m, bodyWords)
+
+	s.rules(m, &f.rules)
+
+	slices.Sort(x.ids)
+	f.ids = slices.Compact(x.ids)
+	return f
+}
+
+// words adds the word features of text: unigrams, capitals, and (for the
+// body) bigrams. It returns the number of words.
+func (x *extractor) words(prefix, text string, bigrams bool) int {
+	n := 0
+	var prev uint64
+	havePrev := false
+	x.buf = scanWords(text, x.buf, func(tok []byte, caps, compound bool) {
+		if corpusArtefact(tok) {
+			havePrev = false
+			return
+		}
+		n++
+		switch {
+		case compound:
+			if at := indexByte(tok, '@'); at >= 0 {
+				x.add(prefix+"@", tok[at+1:])
+				havePrev = false
+				return
+			}
+		case len(tok) > maxTokenLen:
+			x.addS(prefix, "#long"+lenBucket(len(tok)))
+			havePrev = false
+			return
+		case len(tok) < 2 && !(len(tok) == 1 && tok[0] == '$'):
+			havePrev = false
+			return
+		case len(tok) >= 5 && allDigits(tok):
+			x.addS(prefix, "#digits"+lenBucket(len(tok)))
+			havePrev = false
+			return
+		}
+		h := x.add(prefix, tok)
+		if caps && len(tok) >= 3 {
+			x.add(famCaps+prefix, tok)
+		}
+		if bigrams {
+			if havePrev {
+				x.addHash(mix64(prev*31+h) ^ 0x2b)
+			}
+			prev, havePrev = h, true
+		}
+	})
+	return n
+}
+
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func allDigits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// lenBucket names a power-of-two bucket of n.
+func lenBucket(n int) string {
+	switch {
+	case n <= 0:
+		return "0"
+	case n == 1:
+		return "1"
+	case n <= 3:
+		return "2-3"
+	case n <= 7:
+		return "4-7"
+	case n <= 15:
+		return "8-15"
+	case n <= 31:
+		return "16-31"
+	case n <= 63:
+		return "32-63"
+	case n <= 127:
+		return "64-127"
+	case n <= 255:
+		return "128-255"
+	case n <= 1023:
+		return "256-1k"
+	case n <= 4095:
+		return "1k-4k"
+	case n <= 16383:
+		return "4k-16k"
+	}
+	return "16k+"
+}
+
+// header adds features of the top-level header: which fields exist, the
+// sender's domain and name, the mailer, the Message-ID and Date shapes.
+func (x *extractor) header(m *mailparse.Message) {
+	seen := make(map[string]bool, len(m.Header))
+	for _, fl := range m.Header {
+		if ignoredHeader(fl.Name) {
+			continue
+		}
+		name := strings.ToLower(fl.Name)
+		if !seen[name] {
+			seen[name] = true
+			x.addS(famHeader+"name:", name)
+		}
+		switch name {
+		case "x-mailer", "user-agent", "x-newsreader", "x-mimeole":
+			x.valueWords(famHeader+"mailer:", fl.Value, 4)
+			x.addS(famHeader+"mailershape:", shape(fl.Value, 24))
+		case "content-type":
+			mt, _, _ := strings.Cut(fl.Value, ";")
+			x.addS(famHeader+"ct:", strings.ToLower(strings.TrimSpace(mt)))
+		case "content-transfer-encoding", "precedence", "x-priority", "importance", "x-msmail-priority",
+			"mime-version":
+			x.addS(famHeader+name+":", strings.ToLower(strings.TrimSpace(capStr(fl.Value, 32))))
+		case "organization", "list-id":
+			x.valueWords(famHeader+name+":", fl.Value, 6)
+		case "message-id":
+			x.addS(famHeader+"midshape:", shape(fl.Value, 48))
+			if _, dom, ok := strings.Cut(strings.Trim(fl.Value, " <>"), "@"); ok && m.From.Domain != "" &&
+				regDomain(strings.ToLower(dom)) == regDomain(m.From.Domain) {
+				x.addS(famHeader, "mid-from-domain")
+			}
+		case "date":
+			x.addS(famHeader+"dateshape:", shape(fl.Value, 40))
+		}
+	}
+	if m.HasFrom {
+		d := m.From.Domain
+		if !strings.Contains(d, "taint.org") && d != "" {
+			x.addS(famHeader+"fromdom:", regDomain(d))
+			if i := strings.LastIndexByte(d, '.'); i >= 0 {
+				x.addS(famHeader+"fromtld:", d[i+1:])
+			}
+		}
+		x.valueWords(famHeader+"fromname:", m.From.Name, 6)
+		local, _, _ := strings.Cut(m.From.Addr, "@")
+		x.addS(famHeader+"fromlocalshape:", shape(local, 12))
+	}
+	if m.HasReplyTo && m.ReplyTo.Domain != "" && !strings.Contains(m.ReplyTo.Domain, "taint.org") {
+		x.addS(famHeader+"replytodom:", regDomain(m.ReplyTo.Domain))
+	}
+	x.addS(famHeader+"nrcpt:", lenBucket(len(m.To)))
+}
+
+// valueWords adds up to max words of a header value.
+func (x *extractor) valueWords(prefix, v string, max int) {
+	n := 0
+	x.buf = scanWords(v, x.buf, func(tok []byte, _, _ bool) {
+		if n >= max || corpusArtefact(tok) || len(tok) > maxTokenLen {
+			return
+		}
+		n++
+		x.add(prefix, tok)
+	})
+}
+
+// shape reduces s to its character classes (A letter, 9 digit, other bytes
+// kept), collapsing runs, so "<3F2A.1B@host.example>" becomes
+// "<9A.9A@A.A>": mailers and spamware leave recognisable shapes.
+func shape(s string, max int) string {
+	var b strings.Builder
+	var last byte
+	for i := 0; i < len(s) && b.Len() < max; i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
+			c = 'A'
+		case c >= '0' && c <= '9':
+			c = '9'
+		case c >= utf8.RuneSelf:
+			c = 'U'
+		}
+		if c == last && (c == 'A' || c == '9' || c == 'U' || c == ' ') {
+			continue
+		}
+		last = c
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+func capStr(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// urls adds the hosts, registered domains and TLDs of links, once each.
+func (x *extractor) urls(m *mailparse.Message) {
+	seen := make(map[string]bool, 8)
+	for _, l := range m.Links {
+		if strings.Contains(l.Host, "taint.org") {
+			continue
+		}
+		if !seen[l.Host] {
+			seen[l.Host] = true
+			x.addS(famURL+"host:", l.Host)
+			rd := regDomain(l.Host)
+			x.addS(famURL+"dom:", rd)
+			if i := strings.LastIndexByte(l.Host, '.'); i >= 0 && !l.IP {
+				x.addS(famURL+"tld:", l.Host[i+1:])
+			}
+		}
+		// Path words tell tracking and script endpoints apart.
+		if i := strings.Index(l.URL, "://"); i >= 0 {
+			rest := l.URL[i+3:]
+			if j := strings.IndexAny(rest, "/?"); j >= 0 {
+				x.valueWords(famURL+"path:", rest[j:], 4)
+			}
+		}
+		if strings.Contains(l.URL, "@") && strings.Contains(l.URL, "?") {
+			x.addS(famURL, "address-in-query")
+		}
+	}
+	x.addS(famURL+"nlinks:", lenBucket(len(m.Links)))
+	x.addS(famURL+"nhosts:", lenBucket(len(seen)))
+}
+
+// meta adds structural features: MIME shape, sizes, attachments, defects.
+func (x *extractor) meta(m *mailparse.Message, bodyWords int) {
+	x.addS(famMeta+"words:", lenBucket(bodyWords))
+	x.addS(famMeta+"parts:", lenBucket(m.Parts))
+	x.addS(famMeta+"images:", lenBucket(m.Images))
+	shapeTok := "t"
+	if m.HTMLParts > 0 {
+		shapeTok += "h"
+	}
+	if m.TextParts > 0 {
+		shapeTok += "p"
+	}
+	if m.Alternative {
+		shapeTok += "alt"
+	}
+	if len(m.Attachments) > 0 {
+		shapeTok += "att"
+	}
+	x.addS(famMeta+"shape:", shapeTok)
+	for _, cs := range m.TextCharsets {
+		x.addS(famMeta+"charset:", cs)
+	}
+	for _, a := range m.Attachments {
+		x.addS(famMeta+"atype:", a.DeclaredType)
+		x.addS(famMeta+"asniff:", a.SniffedType)
+		if i := strings.LastIndexByte(a.Name, '.'); i >= 0 {
+			x.addS(famMeta+"aext:", strings.ToLower(capStr(a.Name[i:], 8)))
+		}
+	}
+	for _, d := range m.Defects {
+		x.addS(famMeta+"defect:", string(d))
+	}
+
+	if m.HiddenText > 0 {
+		x.addS(famMeta+"hidden:", lenBucket(m.HiddenText))
+	}
+}
+
+// signals are message measurements shared by several rules.
+type signals struct {
+	bodyWords int
+}
+
+func newSignals(*mailparse.Message) *signals { return &signals{} }
+
+// rules evaluates the named rules.
+func (s *signals) rules(m *mailparse.Message, r *[numRules]bool) {
+	fromDom := regDomain(m.From.Domain)
+
+	// Sender.
+	r[ruleFromMissing] = !m.HasFrom || m.From.Domain == ""
+	if m.HasFrom {
+		name := m.From.Name
+		r[ruleFromNoName] = strings.TrimSpace(name) == ""
+		r[ruleFromNameHasAddress] = strings.Contains(name, "@")
+		for _, d := range domainsIn(name) {
+			if regDomain(d) != fromDom {
+				r[ruleFromNameOtherDomain] = true
+				break
+			}
+		}
+		local, _, _ := strings.Cut(m.From.Addr, "@")
+		digits := 0
+		for _, c := range local {
+			if c >= '0' && c <= '9' {
+				digits++
+			}
+		}
+		r[ruleFromLocalDigits] = digits >= 3
+	}
+	if m.HasReplyTo && m.ReplyTo.Domain != "" && fromDom != "" && regDomain(m.ReplyTo.Domain) != fromDom {
+		r[ruleReplyToOtherDomain] = true
+	}
+	mid := strings.TrimSpace(m.Get("Message-Id"))
+	r[ruleMissingMessageID] = mid == ""
+	r[ruleMessageIDOdd] = mid != "" && !(strings.HasPrefix(mid, "<") && strings.HasSuffix(mid, ">") && strings.Contains(mid, "@"))
+	date := strings.TrimSpace(m.Get("Date"))
+	r[ruleMissingDate] = date == ""
+	if date != "" {
+		if _, err := mail.ParseDate(date); err != nil {
+			r[ruleBadDate] = true
+		}
+	}
+	r[ruleMissingTo] = !m.Has("To") && !m.Has("Cc")
+	to := strings.ToLower(m.Get("To"))
+	r[ruleToUndisclosed] = m.Has("To") && (strings.TrimSpace(to) == "" || strings.Contains(to, "undisclosed") || strings.Contains(to, "recipient list not shown"))
+	prio := strings.TrimSpace(m.Get("X-Priority"))
+	r[rulePriorityHigh] = strings.HasPrefix(prio, "1") || strings.HasPrefix(prio, "2") || strings.EqualFold(strings.TrimSpace(m.Get("Importance")), "high")
+
+	// Subject.
+	subj := m.Subject
+	raw := m.Get("Subject")
+	r[ruleSubjectEmpty] = strings.TrimSpace(subj) == ""
+	ls := strings.ToLower(strings.TrimSpace(subj))
+	r[ruleSubjectReply] = strings.HasPrefix(ls, "re:") || strings.HasPrefix(ls, "fwd:") || strings.HasPrefix(ls, "fw:")
+	r[ruleSubjectExclaim] = strings.Contains(subj, "!")
+	r[ruleSubjectMoney] = strings.ContainsAny(subj, "$%€£")
+	r[ruleSubjectShouting] = shouting(stripListTag(subj), 8, 0.6)
+	if strings.Contains(raw, "=?") {
+		r[ruleSubjectEncodedASCII] = isASCII(subj)
+		r[ruleSubjectEncodedMixed] = encodedMixed(raw)
+	}
+	r[ruleSubjectTrailingID] = trailingID(subj)
+
+	// Body and HTML.
+	r[ruleHTMLOnly] = m.HTMLParts > 0 && m.TextParts == 0
+	visible := len(strings.TrimSpace(m.HTMLText))
+	r[ruleHTMLLittleText] = r[ruleHTMLOnly] && visible < 200
+	r[ruleImageOnly] = m.Images > 0 && s.bodyWords < 20
+	r[ruleInvisibleText] = m.HiddenText >= 20
+	r[ruleInvisibleTextMany] = m.HiddenText >= 200
+	r[ruleHTMLForm] = m.Forms > 0
+	r[ruleBase64Text] = m.Base64Text
+	r[ruleNoText] = s.bodyWords == 0
+	body := m.Text
+	if body == "" {
+		body = m.HTMLText
+	}
+	r[ruleBodyShouting] = shouting(body, 100, 0.3)
+	r[ruleBodyExclaimMany] = strings.Count(body, "!") >= 10
+	for _, d := range m.Defects {
+		switch d {
+		case mailparse.DefectBadBase64, mailparse.DefectBadQP, mailparse.DefectUnknownCharset,
+			mailparse.DefectMultipartSyntax, mailparse.DefectNoBoundary, mailparse.DefectBadContentType,
+			mailparse.DefectHeaderSyntax, mailparse.DefectUnknownEncoding:
+			r[ruleMIMEDefect] = true
+		}
+	}
+
+	// Links.
+	perHost := make(map[string]int, 8)
+	for _, l := range m.Links {
+		perHost[l.Host]++
+		if l.IP && l.Source != mailparse.LinkRedirect {
+			r[ruleURLIPHost] = true
+		}
+		if shortener(l.Host) {
+			r[ruleURLShortener] = true
+		}
+		if l.Redirector {
+			r[ruleURLRedirector] = true
+		}
+		if l.Obfuscated {
+			r[ruleURLObfuscated] = true
+		}
+		if l.UserInfo {
+			r[ruleURLUserInfo] = true
+		}
+		if fromDom != "" && regDomain(l.Host) == fromDom {
+			r[ruleURLFromDomain] = true
+		}
+		if l.Source == mailparse.LinkHref && l.Text != "" {
+			for _, d := range domainsIn(l.Text) {
+				if regDomain(d) != regDomain(l.Host) {
+					r[ruleLinkTextMismatch] = true
+				}
+				break
+			}
+		}
+	}
+	for _, n := range perHost {
+		if n >= 10 {
+			r[ruleURLManyOneHost] = true
+		}
+	}
+
+	// Attachments.
+	for _, a := range m.Attachments {
+		r[ruleAttachExecutable] = r[ruleAttachExecutable] || a.Executable
+		r[ruleAttachArchiveExecutable] = r[ruleAttachArchiveExecutable] || a.ArchiveExecutable
+		r[ruleAttachMacro] = r[ruleAttachMacro] || a.Macro
+		r[ruleAttachArchive] = r[ruleAttachArchive] || a.Archive
+		r[ruleAttachTypeMismatch] = r[ruleAttachTypeMismatch] || a.TypeMismatch
+	}
+
+	// Credential phishing.
+	r[rulePhishPhrase] = phishPhrase(m.Subject) || phishPhrase(body)
+	deceptive := r[ruleLinkTextMismatch] || r[ruleURLIPHost] || r[ruleURLUserInfo] || r[ruleURLObfuscated] || m.Forms > 0
+	r[rulePhishCredentials] = m.PasswordFields > 0 || (r[rulePhishPhrase] && deceptive)
+}
+
+// domainsIn returns the host names written in s (words with a dot and a
+// letter top-level domain), lowercased.
+func domainsIn(s string) []string {
+	var out []string
+	for _, w := range strings.FieldsFunc(s, func(r rune) bool {
+		return unicode.IsSpace(r) || strings.ContainsRune(`"'<>()[],;!?`, r)
+	}) {
+		w = strings.ToLower(w)
+		if i := strings.Index(w, "://"); i >= 0 {
+			w = w[i+3:]
+		}
+		if i := strings.LastIndexByte(w, '@'); i >= 0 {
+			w = w[i+1:]
+		}
+		if i := strings.IndexAny(w, "/?#:"); i >= 0 {
+			w = w[:i]
+		}
+		w = strings.Trim(w, ".")
+		dot := strings.LastIndexByte(w, '.')
+		if dot <= 0 || len(w)-dot-1 < 2 {
+			continue
+		}
+		tld := w[dot+1:]
+		ok := true
+		for _, c := range tld {
+			if c < 'a' || c > 'z' {
+				ok = false
+			}
+		}
+		if ok && validHost(w) {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+func validHost(h string) bool {
+	for _, c := range h {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// shouting reports whether at least minLetters letters are present and the
+// share of capitals among them reaches ratio.
+func shouting(s string, minLetters int, ratio float64) bool {
+	upper, letters := 0, 0
+	for _, r := range s {
+		if unicode.IsLetter(r) {
+			letters++
+			if unicode.IsUpper(r) {
+				upper++
+			}
+		}
+	}
+	return letters >= minLetters && float64(upper) >= ratio*float64(letters)
+}
+
+// stripListTag removes a leading "[list]" tag and reply prefixes.
+func stripListTag(s string) string {
+	s = strings.TrimSpace(s)
+	for {
+		ls := strings.ToLower(s)
+		switch {
+		case strings.HasPrefix(s, "["):
+			if i := strings.IndexByte(s, ']'); i >= 0 {
+				s = strings.TrimSpace(s[i+1:])
+				continue
+			}
+		case strings.HasPrefix(ls, "re:"), strings.HasPrefix(ls, "fw:"):
+			s = strings.TrimSpace(s[3:])
+			continue
+		}
+		return s
+	}
+}
+
+// encodedMixed reports encoded words in more than one charset or encoding,
+// or encoded words next to raw 8-bit bytes.
+func encodedMixed(raw string) bool {
+	var first string
+	for rest := raw; ; {
+		i := strings.Index(rest, "=?")
+		if i < 0 {
+			break
+		}
+		rest = rest[i+2:]
+		j := strings.IndexByte(rest, '?')
+		if j < 0 || j+2 > len(rest) {
+			break
+		}
+		tag := strings.ToLower(rest[:j+2])
+		if first == "" {
+			first = tag
+		} else if tag != first {
+			return true
+		}
+		rest = rest[j+2:]
+	}
+	return !isASCII(raw)
+}
+
+// trailingID matches subjects ending in a run of spaces and a tag, or in a
+// token mixing letters and digits that is not a version or date.
+func trailingID(s string) bool {
+	t := strings.TrimRight(s, " \t")
+	if t == "" {
+		return false
+	}
+	if strings.Contains(t, "     ") {
+		return true
+	}
+	i := strings.LastIndexAny(t, " \t")
+	if i < 0 {
+		return false
+	}
+	last := t[i+1:]
+	if len(last) < 5 || strings.ContainsAny(last, ".:/-_") {
+		return false
+	}
+	letters, digits := 0, 0
+	for _, c := range last {
+		switch {
+		case c >= '0' && c <= '9':
+			digits++
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
+			letters++
+		default:
+			return false
+		}
+	}
+	return letters > 0 && digits > 0 || digits >= 5
+}
+
+func shortener(host string) bool {
+	switch host {
+	case "bit.ly", "tinyurl.com", "goo.gl", "t.co", "ow.ly", "is.gd", "buff.ly", "rebrand.ly", "cutt.ly",
+		"tiny.cc", "shorturl.at", "rb.gy", "bit.do", "s.id", "lnkd.in", "v.gd", "t.ly", "x.co", "su.pr",
+		"snipurl.com", "budurl.com", "tr.im", "tinyurl.de", "shorl.com", "makeashorterlink.com", "go2.me",
+		"snurl.com", "url.ie", "qr.net", "1url.com", "tiny.pl", "cli.gs", "short.io", "bl.ink", "rebrandly.com":
+		return true
+	}
+	return false
+}
+
+// phishPhrase matches requests to act on an account or credentials.
+func phishPhrase(s string) bool {
+	if s == "" {
+		return false
+	}
+	ls := strings.ToLower(s)
+	for _, p := range []string{
+		"verify your account", "confirm your account", "update your account", "validate your account",
+		"verify your identity", "confirm your identity", "confirm your password", "verify your password",
+		"update your billing", "update your payment", "account has been suspended", "account will be suspended",
+		"account has been limited", "account will be closed", "unusual activity", "suspicious activity",
+		"unauthorized access", "re-enter your", "login to your account", "log in to your account",
+		"sign in to your account", "your password will expire", "reset your password", "verify your email",
+	} {
+		if strings.Contains(ls, p) {
+			return true
+		}
+	}
+	return false
+}

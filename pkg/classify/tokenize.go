@@ -1,0 +1,141 @@
+package classify
+
+import (
+	"unicode"
+	"unicode/utf8"
+)
+
+// FNV-1a 64-bit constants. The hash must never change between training and
+// scoring, and must not be seeded per process (hash/maphash is), so the
+// model can be rebuilt byte-identically.
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func hashBytes(h uint64, b []byte) uint64 {
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= fnvPrime
+	}
+	return h
+}
+
+func hashString(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= fnvPrime
+	}
+	return h
+}
+
+// mix64 is a 64-bit finaliser (from SplitMix64) used to combine two token
+// hashes into a bigram hash.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
+
+// Token families: a prefix hashed before the token, so that the same word in
+// the subject and in the body are different features.
+const (
+	famSubject = "s:"
+	famBody    = "b:"
+	famBigram  = "2:"
+	famCaps    = "C:"
+	famHeader  = "h:"
+	famURL     = "u:"
+	famMeta    = "m:"
+)
+
+// maxTokenLen: longer runs (base64 junk, hashes) become one shape token.
+const maxTokenLen = 24
+
+// wordScanner splits text into word tokens: runs of letters and digits with
+// inner apostrophes, dashes, dots and dollar/percent signs kept, lowercased.
+// It calls emit with the lowercased token bytes (valid until the next call),
+// whether the token was all capitals, and whether it was a compound with a
+// dot or @ (a host or address).
+func scanWords(text string, buf []byte, emit func(tok []byte, caps, compound bool)) []byte {
+	i := 0
+	for i < len(text) {
+		// Skip separators.
+		c := text[i]
+		if c < utf8.RuneSelf {
+			if !isTokenStart(c) {
+				i++
+				continue
+			}
+		} else {
+			r, size := utf8.DecodeRuneInString(text[i:])
+			if !unicode.IsLetter(r) && !unicode.IsDigit(r) {
+				i += size
+				continue
+			}
+		}
+		// Read a token.
+		buf = buf[:0]
+		upper, lower := 0, 0
+		compound := false
+		j := i
+		for j < len(text) {
+			c := text[j]
+			if c < utf8.RuneSelf {
+				switch {
+				case c >= 'a' && c <= 'z':
+					lower++
+					buf = append(buf, c)
+				case c >= 'A' && c <= 'Z':
+					upper++
+					buf = append(buf, c+32)
+				case c >= '0' && c <= '9', c == '$', c == '%':
+					buf = append(buf, c)
+				case c == '\'' || c == '-' || c == '.' || c == '@' || c == '_':
+					// Inner connector: kept only when a word character follows.
+					if j+1 < len(text) && isWordStart(text[j+1]) {
+						if c == '.' || c == '@' {
+							compound = true
+						}
+						buf = append(buf, c)
+					} else {
+						goto done
+					}
+				default:
+					goto done
+				}
+				j++
+				continue
+			}
+			r, size := utf8.DecodeRuneInString(text[j:])
+			if !unicode.IsLetter(r) && !unicode.IsDigit(r) && !unicode.Is(unicode.Mn, r) {
+				break
+			}
+			if unicode.IsUpper(r) {
+				upper++
+			} else {
+				lower++
+			}
+			buf = utf8.AppendRune(buf, unicode.ToLower(r))
+			j += size
+		}
+	done:
+		if j == i {
+			j++
+		}
+		i = j
+		emit(buf, upper >= 3 && lower == 0, compound)
+	}
+	return buf
+}
+
+func isTokenStart(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '$'
+}
+
+func isWordStart(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c >= utf8.RuneSelf
+}

@@ -1,0 +1,340 @@
+package mailparse
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"io"
+	"mime"
+	"mime/quotedprintable"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/emersion/go-message/charset"
+	"github.com/emersion/go-message/textproto"
+)
+
+type parser struct {
+	lim      Limits
+	m        *Message
+	textLeft int // text bytes still allowed
+}
+
+// contentType parses a Content-Type value. A value mime.ParseMediaType
+// rejects (spam often has duplicate or unquoted parameters) is read token by
+// token instead.
+func contentType(v string) (mediaType string, params map[string]string, ok bool) {
+	if v == "" {
+		return "text/plain", nil, true
+	}
+	mt, ps, err := mime.ParseMediaType(v)
+	if err == nil {
+		return mt, ps, true
+	}
+	parts := strings.Split(v, ";")
+	mt = strings.ToLower(strings.TrimSpace(parts[0]))
+	params = map[string]string{}
+	for _, kv := range parts[1:] {
+		k, val, found := strings.Cut(kv, "=")
+		if !found {
+			continue
+		}
+		k = strings.ToLower(strings.TrimSpace(k))
+		if _, dup := params[k]; !dup {
+			params[k] = strings.Trim(strings.TrimSpace(val), `"'`)
+		}
+	}
+	if !strings.Contains(mt, "/") {
+		mt = "text/plain"
+	}
+	return mt, params, false
+}
+
+// entity visits one MIME entity whose header is h and whose still-encoded
+// body is read from body. whole is the body as bytes when the caller has it
+// (top level), for a fallback when a multipart has no readable parts.
+func (p *parser) entity(h textproto.Header, body io.Reader, depth int, whole []byte) {
+	m := p.m
+	if depth > m.Depth {
+		m.Depth = depth
+	}
+	mt, params, ok := contentType(h.Get("Content-Type"))
+	if !ok {
+		m.defect(DefectBadContentType)
+	}
+	if strings.HasPrefix(mt, "multipart/") {
+		if depth >= p.lim.MaxDepth {
+			m.defect(DefectTooDeep)
+			return
+		}
+		if mt == "multipart/alternative" {
+			m.Alternative = true
+		}
+		boundary := params["boundary"]
+		if boundary == "" {
+			m.defect(DefectNoBoundary)
+			p.leaf(h, "text/plain", params, body)
+			return
+		}
+		mr := textproto.NewMultipartReader(body, boundary)
+		n := 0
+		for {
+			if m.Parts >= p.lim.MaxParts {
+				m.defect(DefectTooManyParts)
+				return
+			}
+			part, err := mr.NextPart()
+			if err != nil {
+				if err != io.EOF {
+					m.defect(DefectMultipartSyntax)
+				}
+				break
+			}
+			n++
+			p.entity(part.Header, part, depth+1, nil)
+		}
+		if n == 0 && whole != nil {
+			// The boundary never appears: read the body as text so its words
+			// still count.
+			p.leaf(h, "text/plain", nil, bytes.NewReader(whole))
+		}
+		return
+	}
+	if mt == "message/rfc822" || mt == "message/global" {
+		if depth >= p.lim.MaxDepth {
+			m.defect(DefectTooDeep)
+			return
+		}
+		br := bufio.NewReaderSize(decodeTransfer(h.Get("Content-Transfer-Encoding"), body, m), 4096)
+		var inner textproto.Header
+		for range 4096 {
+			ih, err := textproto.ReadHeader(br)
+			fs := ih.Fields()
+			for fs.Next() {
+				inner.Add(fs.Key(), fs.Value())
+			}
+			if err == nil || err == io.EOF {
+				break
+			}
+			m.defect(DefectHeaderSyntax)
+			if _, perr := br.Peek(1); perr != nil {
+				break
+			}
+		}
+		// The attached message's subject is text the recipient reads.
+		if s := inner.Get("Subject"); s != "" {
+			p.addText(&m.Text, DecodeHeader(s)+"\n")
+		}
+		p.entity(inner, br, depth+1, nil)
+		return
+	}
+	p.leaf(h, mt, params, body)
+}
+
+// leaf handles a non-multipart entity: text is decoded and kept, anything
+// else is described as an attachment.
+func (p *parser) leaf(h textproto.Header, mt string, params map[string]string, body io.Reader) {
+	m := p.m
+	m.Parts++
+	disp, dparams, _ := mime.ParseMediaType(h.Get("Content-Disposition"))
+	name := dparams["filename"]
+	if name == "" {
+		name = params["name"]
+	}
+	name = DecodeHeader(name)
+	isText := mt == "text/plain" || mt == "text/html" || mt == "text/enriched" || mt == "text/richtext"
+	if isText && disp != "attachment" && name == "" {
+		cte := strings.ToLower(strings.TrimSpace(h.Get("Content-Transfer-Encoding")))
+		if cte == "base64" {
+			m.Base64Text = true
+		}
+		cs := strings.ToLower(strings.Trim(params["charset"], `"' `))
+		if cs != "" && len(m.TextCharsets) < 8 && !contains(m.TextCharsets, cs) {
+			m.TextCharsets = append(m.TextCharsets, cs)
+		}
+		rawLimit := p.textLeft
+		if mt == "text/html" {
+			// Markup takes room: allow more raw HTML than text kept.
+			rawLimit *= 4
+		}
+		raw, more := readCapped(decodeTransfer(cte, body, m), rawLimit)
+		if more {
+			m.defect(DefectTextTruncated)
+		}
+		text := p.decodeCharset(raw, cs)
+		if mt == "text/html" {
+			m.HTMLParts++
+			p.html(text)
+		} else {
+			m.TextParts++
+			p.addText(&m.Text, text)
+			p.scanText(text)
+		}
+		return
+	}
+	if strings.HasPrefix(mt, "image/") {
+		m.Images++
+	}
+	p.attachment(h, mt, name, body)
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// addText appends s to *dst within the text budget.
+func (p *parser) addText(dst *string, s string) {
+	if p.textLeft <= 0 {
+		if s != "" {
+			p.m.defect(DefectTextTruncated)
+		}
+		return
+	}
+	if len(s) > p.textLeft {
+		s = capString(s, p.textLeft)
+		p.m.defect(DefectTextTruncated)
+	}
+	p.textLeft -= len(s)
+	if *dst == "" {
+		*dst = s
+		return
+	}
+	*dst += "\n" + s
+}
+
+// readCapped reads at most n bytes from r, reports whether more followed,
+// and drains the rest so the enclosing multipart can go on.
+func readCapped(r io.Reader, n int) ([]byte, bool) {
+	if n < 0 {
+		n = 0
+	}
+	buf, _ := io.ReadAll(io.LimitReader(r, int64(n)))
+	extra, _ := io.Copy(io.Discard, r)
+	return buf, extra > 0
+}
+
+// decodeTransfer undoes a Content-Transfer-Encoding. Unknown encodings are
+// read as they are.
+func decodeTransfer(cte string, r io.Reader, m *Message) io.Reader {
+	switch strings.ToLower(strings.TrimSpace(cte)) {
+	case "base64":
+		return base64.NewDecoder(base64.RawStdEncoding, &base64Filter{r: r, m: m})
+	case "quoted-printable":
+		return &qpReader{r: quotedprintable.NewReader(r), m: m}
+	case "", "7bit", "8bit", "binary":
+		return r
+	default:
+		m.defect(DefectUnknownEncoding)
+		return r
+	}
+}
+
+// base64Filter passes only base64 alphabet characters, so that line breaks,
+// stray characters and padding in the middle of a body do not stop decoding.
+type base64Filter struct {
+	r    io.Reader
+	m    *Message
+	junk bool
+}
+
+func (f *base64Filter) Read(p []byte) (int, error) {
+	for {
+		n, err := f.r.Read(p)
+		w := 0
+		for _, c := range p[:n] {
+			switch {
+			case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '+', c == '/':
+				p[w] = c
+				w++
+			case c == '=', c == '\r', c == '\n', c == ' ', c == '\t':
+			default:
+				if !f.junk {
+					f.junk = true
+					f.m.defect(DefectBadBase64)
+				}
+			}
+		}
+		if w > 0 || err != nil {
+			return w, err
+		}
+	}
+}
+
+// qpReader stops quietly at the first undecodable quoted-printable sequence,
+// keeping what came before.
+type qpReader struct {
+	r   io.Reader
+	m   *Message
+	bad bool
+}
+
+func (q *qpReader) Read(p []byte) (int, error) {
+	if q.bad {
+		return 0, io.EOF
+	}
+	n, err := q.r.Read(p)
+	if err != nil && err != io.EOF {
+		q.bad = true
+		q.m.defect(DefectBadQP)
+		return n, io.EOF
+	}
+	return n, err
+}
+
+// decodeCharset converts text in charset cs to UTF-8. An unknown charset, or
+// bytes that are not what was declared, fall back to UTF-8 when valid and to
+// Windows-1252 otherwise.
+func (p *parser) decodeCharset(b []byte, cs string) string {
+	switch cs {
+	case "", "us-ascii", "utf-8", "utf8", "ascii", "iso-8859-1", "latin1", "windows-1252":
+		if utf8.Valid(b) {
+			return string(b)
+		}
+		if cs == "utf-8" || cs == "utf8" {
+			p.m.defect(DefectBadUTF8)
+		}
+		return string(latin1ToUTF8(b))
+	}
+	r, err := charset.Reader(cs, bytes.NewReader(b))
+	if err != nil {
+		p.m.defect(DefectUnknownCharset)
+		if utf8.Valid(b) {
+			return string(b)
+		}
+		return string(latin1ToUTF8(b))
+	}
+	out, err := io.ReadAll(r)
+	if err != nil {
+		p.m.defect(DefectUnknownCharset)
+	}
+	return strings.ToValidUTF8(string(out), "\uFFFD")
+}
+
+// cp1252 maps bytes 0x80-0x9f of Windows-1252 to runes; 0 marks the five
+// unassigned bytes, which are read as Latin-1 control characters.
+var cp1252 = [32]rune{
+	0x20AC, 0, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160, 0x2039, 0x0152, 0, 0x017D, 0,
+	0, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0, 0x017E, 0x0178,
+}
+
+// latin1ToUTF8 reads b as Windows-1252 (a superset of the printable
+// ISO-8859-1) and returns it as UTF-8.
+func latin1ToUTF8(b []byte) []byte {
+	out := make([]byte, 0, len(b)+len(b)/4)
+	for _, c := range b {
+		switch {
+		case c < 0x80:
+			out = append(out, c)
+		case c < 0xa0 && cp1252[c-0x80] != 0:
+			out = utf8.AppendRune(out, cp1252[c-0x80])
+		default:
+			out = utf8.AppendRune(out, rune(c))
+		}
+	}
+	return out
+}

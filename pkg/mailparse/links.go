@@ -1,0 +1,302 @@
+package mailparse
+
+import (
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// LinkSource says where a link was found.
+type LinkSource uint8
+
+// Where links come from.
+const (
+	LinkText     LinkSource = iota // a URL written in text
+	LinkHref                       // <a href> or <area href>
+	LinkImage                      // <img src> and other embedded resources
+	LinkForm                       // <form action>
+	LinkRedirect                   // the target carried inside a redirector URL
+)
+
+// Link is a URL found in the message.
+type Link struct {
+	URL    string // normalised: scheme and host lowercased, hxxp and [.] undone
+	Host   string // lowercased host without port or user info; IPv4 hosts dotted
+	Text   string // anchor text of an HTML link
+	Source LinkSource
+	// Obfuscated: written to defeat matching (hxxp, [.], percent-encoded
+	// host, integer or hex IP).
+	Obfuscated bool
+	IP         bool // host is an IP address
+	// UserInfo: a user@ part before the host, the "http://bank.com@evil/"
+	// trick.
+	UserInfo bool
+	// Redirector: the URL carries another URL (?url=http://...), which is
+	// added as its own LinkRedirect link.
+	Redirector bool
+}
+
+// addLink normalises raw and records it, with any URL it redirects to.
+func (p *parser) addLink(raw string, src LinkSource, text string) int {
+	if len(p.m.Links) >= p.lim.MaxLinks {
+		return -1
+	}
+	l, ok := ParseLink(raw)
+	if !ok {
+		return -1
+	}
+	l.Source = src
+	l.Text = capString(strings.Join(strings.Fields(text), " "), 256)
+	target := redirectTarget(l.URL)
+	if target != "" {
+		if t, ok := ParseLink(target); ok && t.Host != l.Host {
+			l.Redirector = true
+			t.Source = LinkRedirect
+			defer func() {
+				if len(p.m.Links) < p.lim.MaxLinks {
+					p.m.Links = append(p.m.Links, t)
+				}
+			}()
+		}
+	}
+	p.m.Links = append(p.m.Links, l)
+	return len(p.m.Links) - 1
+}
+
+// ParseLink normalises a URL as written in mail. It accepts http, https and
+// their obfuscated hxxp forms and bare "www." hosts; anything else (mailto:,
+// javascript:, relative paths) is not a link.
+func ParseLink(raw string) (Link, bool) {
+	s := strings.Trim(strings.TrimSpace(raw), `"'<>`)
+	if len(s) > 2048 {
+		s = s[:2048]
+	}
+	var l Link
+	lower := strings.ToLower(s)
+	switch {
+	case strings.HasPrefix(lower, "http://"), strings.HasPrefix(lower, "https://"):
+	case strings.HasPrefix(lower, "hxxp://"), strings.HasPrefix(lower, "hxxps://"),
+		strings.HasPrefix(lower, "hxxp[:]//"), strings.HasPrefix(lower, "hxxps[:]//"):
+		l.Obfuscated = true
+		s = "http" + strings.Replace(s[4:], "[:]", ":", 1)
+	case strings.HasPrefix(lower, "www."):
+		s = "http://" + s
+	default:
+		return l, false
+	}
+	i := strings.Index(s, "://")
+	scheme := strings.ToLower(s[:i])
+	rest := s[i+3:]
+	for strings.HasPrefix(rest, "/") {
+		rest = rest[1:]
+	}
+	hostEnd := strings.IndexAny(rest, "/?#\\")
+	if hostEnd < 0 {
+		hostEnd = len(rest)
+	}
+	host, tail := rest[:hostEnd], rest[hostEnd:]
+	if at := strings.LastIndexByte(host, '@'); at >= 0 {
+		l.UserInfo = true
+		host = host[at+1:]
+	}
+	if strings.Contains(host, "[.]") || strings.Contains(host, "(.)") {
+		l.Obfuscated = true
+		host = strings.NewReplacer("[.]", ".", "(.)", ".").Replace(host)
+	}
+	if strings.Contains(host, "%") {
+		if h, err := url.PathUnescape(host); err == nil {
+			l.Obfuscated = true
+			host = h
+		}
+	}
+	if h, _, ok := strings.Cut(host, ":"); ok && !strings.HasPrefix(host, "[") {
+		host = h
+	}
+	host = strings.TrimRight(strings.ToLower(host), ".")
+	if host == "" {
+		return l, false
+	}
+	if ip, obf, ok := parseIPv4(host); ok {
+		l.IP, host = true, ip
+		l.Obfuscated = l.Obfuscated || obf
+	} else if strings.HasPrefix(host, "[") {
+		if a, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+			l.IP, host = true, a.String()
+		} else {
+			return l, false
+		}
+	} else if !validHostname(host) {
+		return l, false
+	}
+	l.Host = host
+	l.URL = scheme + "://" + host + tail
+	return l, true
+}
+
+// validHostname accepts dotted names of letters, digits, hyphens and
+// non-ASCII (IDN) characters.
+func validHostname(h string) bool {
+	if !strings.Contains(h, ".") || len(h) > 253 {
+		return false
+	}
+	for _, c := range h {
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '.', c == '_', c > 127:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// parseIPv4 reads the IPv4 forms browsers accept: dotted decimal, a single
+// decimal or hex integer, and dotted parts in octal or hex. obfuscated is
+// true for every form but plain dotted decimal.
+func parseIPv4(h string) (ip string, obfuscated, ok bool) {
+	if a, err := netip.ParseAddr(h); err == nil && a.Is4() {
+		return a.String(), false, true
+	}
+	parts := strings.Split(h, ".")
+	if len(parts) > 4 {
+		return "", false, false
+	}
+	var vals []uint64
+	for _, part := range parts {
+		if part == "" {
+			return "", false, false
+		}
+		v, err := strconv.ParseUint(part, 0, 32) // base 0: 0x hex, leading-0 octal
+		if err != nil {
+			return "", false, false
+		}
+		vals = append(vals, v)
+	}
+	var n uint64
+	switch len(vals) {
+	case 1:
+		n = vals[0]
+	case 4:
+		for _, v := range vals {
+			if v > 255 {
+				return "", false, false
+			}
+			n = n<<8 | v
+		}
+	default:
+		return "", false, false
+	}
+	if n > 0xffffffff || n < 1<<24 {
+		return "", false, false
+	}
+	a := netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
+	return a.String(), true, true
+}
+
+// redirectTarget returns a URL embedded in u's path or query (as redirectors
+// and click trackers carry it), or "".
+func redirectTarget(u string) string {
+	i := strings.Index(u, "://")
+	rest := u[i+3:]
+	lower := strings.ToLower(rest)
+	for _, marker := range []string{"http://", "https://", "http%3a%2f%2f", "https%3a%2f%2f", "www."} {
+		j := strings.Index(lower, marker)
+		if j <= 0 {
+			continue
+		}
+		// The embedded URL must start after a separator, not inside the host.
+		if c := rest[j-1]; c != '=' && c != '/' && c != '*' && c != '?' && c != '&' {
+			continue
+		}
+		t := rest[j:]
+		if strings.Contains(marker, "%") {
+			if d, err := url.QueryUnescape(t); err == nil {
+				t = d
+			}
+		}
+		if k := strings.IndexByte(t, '&'); k >= 0 {
+			t = t[:k]
+		}
+		return t
+	}
+	return ""
+}
+
+// scanText records the URLs written in text.
+func (p *parser) scanText(text string) {
+	lower := asciiLower(text)
+	for i := 0; i < len(lower) && len(p.m.Links) < p.lim.MaxLinks; {
+		j := indexURLStart(lower[i:])
+		if j < 0 {
+			return
+		}
+		start := i + j
+		end := start
+		for end < len(text) && !urlStop(text[end]) {
+			end++
+		}
+		raw := strings.TrimRight(text[start:end], ".,;:!?)]}'\"")
+		p.addLink(raw, LinkText, "")
+		if end == start {
+			end++
+		}
+		i = end
+	}
+}
+
+// indexURLStart finds the next http://, https://, hxxp:// or www. in an
+// ASCII-lowercased string.
+func indexURLStart(s string) int {
+	best := -1
+	for _, pat := range []string{"http", "hxxp", "www."} {
+		off := 0
+		for {
+			j := strings.Index(s[off:], pat)
+			if j < 0 {
+				break
+			}
+			k := off + j
+			if pat == "www." {
+				if k == 0 || !isWordByte(s[k-1]) && s[k-1] != '/' && s[k-1] != '.' {
+					if best < 0 || k < best {
+						best = k
+					}
+					break
+				}
+			} else {
+				r := s[k+4:]
+				if (strings.HasPrefix(r, "://") || strings.HasPrefix(r, "s://") || strings.HasPrefix(r, "[:]//") ||
+					strings.HasPrefix(r, "s[:]//")) && (k == 0 || !isWordByte(s[k-1])) {
+					if best < 0 || k < best {
+						best = k
+					}
+					break
+				}
+			}
+			off = k + 1
+			if best >= 0 && off > best {
+				break
+			}
+		}
+	}
+	return best
+}
+
+func isWordByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+func urlStop(c byte) bool {
+	return c <= ' ' || c == '"' || c == '<' || c == '>' || c == '\'' || c == '`' || c == 0x7f
+}
+
+// asciiLower lowercases ASCII letters only, so byte offsets are unchanged.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 32
+		}
+	}
+	return string(b)
+}
