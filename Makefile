@@ -47,3 +47,15 @@ bench:
 
 clean:
 	rm -rf bin .data
+
+# Classifier quality: 5-fold cross-validation on the SpamAssassin corpus of
+# Outflow and, on the same folds, SpamAssassin (Debian spamassassin, local
+# tests, private Bayes per fold). CORPUS overrides the corpus directory.
+CORPUS ?= ../shared/corpus/spamassassin
+.PHONY: eval-classifier
+eval-classifier:
+	$(GO) run ./internal/tools/evalclassifier -corpus $(CORPUS)
+
+# Rebuild the embedded classifier model (deterministic: byte-identical).
+model:
+	$(GO) run ./cmd/outflow classifier train -corpus $(CORPUS) -out pkg/classify/model.bin
