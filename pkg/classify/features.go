@@ -2,7 +2,6 @@ package classify
 
 import (
 	"net/mail"
-	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -37,6 +36,7 @@ const famShift = 28
 
 // features is what the model scores for one message.
 type features struct {
+	fingerprint string
 	// ids are hashed token features, family<<famShift | index, sorted
 	// and unique.
 	ids   []uint32
@@ -49,11 +49,24 @@ type extractor struct {
 	ids  []uint32
 	buf  []byte
 	fam  family
+	// seen is a bitset over the hash buckets, so each bucket is added once
+	// (the first family to hit it keeps it) without sorting. extract clears
+	// the bits it set before returning, so a bitset can be reused.
+	seen []uint64
 }
 
 func (x *extractor) addHash(h uint64) {
-	x.ids = append(x.ids, uint32(x.fam)<<famShift|uint32(mix64(h)&x.mask))
+	i := uint32(mix64(h) & x.mask)
+	w, b := i>>6, uint64(1)<<(i&63)
+	if x.seen[w]&b != 0 {
+		return
+	}
+	x.seen[w] |= b
+	x.ids = append(x.ids, uint32(x.fam)<<famShift|i)
 }
+
+// newSeen returns a cleared bitset for a model with mask.
+func newSeen(mask uint64) []uint64 { return make([]uint64, (mask+64)/64) }
 
 func (x *extractor) add(prefix string, tok []byte) uint64 {
 	h := hashBytes(hashString(fnvOffset, prefix), tok)
@@ -102,17 +115,26 @@ func regDomain(host string) string {
 	return host
 }
 
-// extract computes the features of a parsed message.
-func extract(m *mailparse.Message, mask uint64) features {
-	x := &extractor{mask: mask, ids: make([]uint32, 0, 1024), buf: make([]byte, 0, 64)}
+// extract computes the features of a parsed message. seen is a cleared
+// bitset from newSeen; it is cleared again on return.
+func extract(m *mailparse.Message, mask uint64, seen []uint64) features {
+	x := &extractor{mask: mask, ids: make([]uint32, 0, 1024), buf: make([]byte, 0, 64), seen: seen}
 	var f features
 	s := newSignals(m)
 
 	x.fam = familySubject
-	x.words(famSubject, m.Subject, false)
+	x.words(famSubject, m.Subject, nil)
 	x.fam = familyBody
-	bodyWords := x.words(famBody, m.Text, true)
-	bodyWords += x.words(famBody, m.HTMLText, true)
+	// The fingerprint is taken over the plain text, or the HTML's text when
+	// the plain part is missing or a stub.
+	var sh simhasher
+	plainSH, htmlSH := &sh, (*simhasher)(nil)
+	if len(m.Text) < 64 && len(m.HTMLText) > len(m.Text) {
+		plainSH, htmlSH = nil, &sh
+	}
+	bodyWords := x.words(famBody, m.Text, plainSH)
+	bodyWords += x.words(famBody, m.HTMLText, htmlSH)
+	f.fingerprint = sh.sum()
 	s.bodyWords = bodyWords
 	x.fam = familyHeader
 	x.header(m)
@@ -123,18 +145,26 @@ func extract(m *mailparse.Message, mask uint64) features {
 
 	s.rules(m, &f.rules)
 
-	slices.Sort(x.ids)
-	f.ids = slices.Compact(x.ids)
+	for _, id := range x.ids {
+		i := id & (1<<famShift - 1)
+		x.seen[i>>6] = 0
+	}
+	f.ids = x.ids
 	return f
 }
 
 // words adds the word features of text: unigrams, capitals, and (for the
-// body) bigrams. It returns the number of words.
-func (x *extractor) words(prefix, text string, bigrams bool) int {
+// body) bigrams; with sh, every word is also fed to the fingerprint. It
+// returns the number of words.
+func (x *extractor) words(prefix, text string, sh *simhasher) int {
+	bigrams := prefix == famBody
 	n := 0
 	var prev uint64
 	havePrev := false
 	x.buf = scanWords(text, x.buf, func(tok []byte, caps, compound bool) {
+		if sh != nil {
+			sh.word(tok)
+		}
 		if corpusArtefact(tok) {
 			havePrev = false
 			return
@@ -468,7 +498,7 @@ func (s *signals) rules(m *mailparse.Message, r *[numRules]bool) {
 	if body == "" {
 		body = m.HTMLText
 	}
-	r[ruleBodyShouting] = shouting(body, 100, 0.3)
+	r[ruleBodyShouting] = shouting(body[:min(len(body), 8<<10)], 100, 0.3)
 	r[ruleBodyExclaimMany] = strings.Count(body, "!") >= 10
 	for _, d := range m.Defects {
 		switch d {
@@ -692,7 +722,13 @@ func phishPhrase(s string) bool {
 	if s == "" {
 		return false
 	}
+	if len(s) > 8<<10 {
+		s = s[:8<<10] // a phishing request comes early
+	}
 	ls := strings.ToLower(s)
+	if !strings.Contains(ls, "your") && !strings.Contains(ls, "activity") && !strings.Contains(ls, "access") {
+		return false
+	}
 	for _, p := range []string{
 		"verify your account", "confirm your account", "update your account", "validate your account",
 		"verify your identity", "confirm your identity", "confirm your password", "verify your password",

@@ -84,13 +84,15 @@ func Vectorize(ctx context.Context, exs []Example, bits int) ([]Vector, error) {
 	lim := mailparse.DefaultLimits()
 	lim.MaxTextBytes = DefaultConfig().MaxTextBytes
 	out := make([]Vector, len(exs))
+	mask := uint64(1)<<bits - 1
+	seen := newSeen(mask)
 	for i, ex := range exs {
 		if i%256 == 0 {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
 		}
-		out[i] = Vector{f: extract(mailparse.Parse(ex.Msg, lim), 1<<bits-1), spam: ex.Spam}
+		out[i] = Vector{f: extract(mailparse.Parse(ex.Msg, lim), mask, seen), spam: ex.Spam}
 	}
 	return out, nil
 }

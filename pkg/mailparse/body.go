@@ -213,7 +213,18 @@ func readCapped(r io.Reader, n int) ([]byte, bool) {
 	if n < 0 {
 		n = 0
 	}
-	buf, _ := io.ReadAll(io.LimitReader(r, int64(n)))
+	buf := make([]byte, 0, min(n, 16<<10))
+	lr := io.LimitReader(r, int64(n))
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		k, err := lr.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+k]
+		if err != nil {
+			break
+		}
+	}
 	extra, _ := io.Copy(io.Discard, r)
 	return buf, extra > 0
 }

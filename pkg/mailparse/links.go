@@ -222,64 +222,60 @@ func redirectTarget(u string) string {
 	return ""
 }
 
-// scanText records the URLs written in text.
+// scanText records the URLs written in text: anything starting with a
+// scheme and "://" (http, https, hxxp...) or with "www.", in one pass.
 func (p *parser) scanText(text string) {
 	lower := asciiLower(text)
 	for i := 0; i < len(lower) && len(p.m.Links) < p.lim.MaxLinks; {
-		j := indexURLStart(lower[i:])
-		if j < 0 {
+		start := nextURL(lower, i)
+		if start < 0 {
 			return
 		}
-		start := i + j
 		end := start
 		for end < len(text) && !urlStop(text[end]) {
 			end++
 		}
 		raw := strings.TrimRight(text[start:end], ".,;:!?)]}'\"")
 		p.addLink(raw, LinkText, "")
-		if end == start {
-			end++
-		}
-		i = end
+		i = max(end, start+1)
 	}
 }
 
-// indexURLStart finds the next http://, https://, hxxp:// or www. in an
-// ASCII-lowercased string.
-func indexURLStart(s string) int {
-	best := -1
-	for _, pat := range []string{"http", "hxxp", "www."} {
-		off := 0
-		for {
-			j := strings.Index(s[off:], pat)
-			if j < 0 {
-				break
+// nextURL returns the start of the first URL at or after i in an
+// ASCII-lowercased string, or -1.
+func nextURL(lower string, i int) int {
+	for i < len(lower) {
+		j := strings.IndexAny(lower[i:], ":w")
+		if j < 0 {
+			return -1
+		}
+		k := i + j
+		if lower[k] == 'w' {
+			if strings.HasPrefix(lower[k:], "www.") && (k == 0 || !isWordByte(lower[k-1]) && lower[k-1] != '/' && lower[k-1] != '.') {
+				return k
 			}
-			k := off + j
-			if pat == "www." {
-				if k == 0 || !isWordByte(s[k-1]) && s[k-1] != '/' && s[k-1] != '.' {
-					if best < 0 || k < best {
-						best = k
-					}
-					break
+			i = k + 1
+			continue
+		}
+		// A colon: does a scheme end here ("http://", or "hxxp[:]//")?
+		end := -1
+		switch {
+		case strings.HasPrefix(lower[k:], "://"):
+			end = k
+		case k > 0 && strings.HasPrefix(lower[k-1:], "[:]//"):
+			end = k - 1
+		}
+		if end >= 0 {
+			for _, scheme := range []string{"https", "http", "hxxps", "hxxp"} {
+				s := end - len(scheme)
+				if s >= 0 && lower[s:end] == scheme && (s == 0 || !isWordByte(lower[s-1])) {
+					return s
 				}
-			} else {
-				r := s[k+4:]
-				if (strings.HasPrefix(r, "://") || strings.HasPrefix(r, "s://") || strings.HasPrefix(r, "[:]//") ||
-					strings.HasPrefix(r, "s[:]//")) && (k == 0 || !isWordByte(s[k-1])) {
-					if best < 0 || k < best {
-						best = k
-					}
-					break
-				}
-			}
-			off = k + 1
-			if best >= 0 && off > best {
-				break
 			}
 		}
+		i = k + 1
 	}
-	return best
+	return -1
 }
 
 func isWordByte(c byte) bool {
