@@ -53,6 +53,9 @@ type extractor struct {
 	// (the first family to hit it keeps it) without sorting. extract clears
 	// the bits it set before returning, so a bitset can be reused.
 	seen []uint64
+	// phishAnchor: a word that every phishing phrase contains was seen, so
+	// the phrase search is worth running.
+	phishAnchor bool
 }
 
 func (x *extractor) addHash(h uint64) {
@@ -143,6 +146,7 @@ func extract(m *mailparse.Message, mask uint64, seen []uint64) features {
 	x.fam = familyMeta
 	x.meta(m, bodyWords)
 
+	s.phishAnchor = x.phishAnchor
 	s.rules(m, &f.rules)
 
 	for _, id := range x.ids {
@@ -164,6 +168,10 @@ func (x *extractor) words(prefix, text string, sh *simhasher) int {
 	x.buf = scanWords(text, x.buf, func(tok []byte, caps, compound bool) {
 		if sh != nil {
 			sh.word(tok)
+		}
+		switch string(tok) {
+		case "account", "password", "identity", "billing", "payment", "activity", "access", "re-enter", "verify":
+			x.phishAnchor = true
 		}
 		if corpusArtefact(tok) {
 			havePrev = false
@@ -256,11 +264,16 @@ func lenBucket(n int) string {
 // sender's domain and name, the mailer, the Message-ID and Date shapes.
 func (x *extractor) header(m *mailparse.Message) {
 	seen := make(map[string]bool, len(m.Header))
+	prev := "^"
 	for _, fl := range m.Header {
 		if ignoredHeader(fl.Name) {
 			continue
 		}
 		name := strings.ToLower(fl.Name)
+		// Header order: mailers and spamware write fields in their own
+		// order, so consecutive pairs of names are features.
+		x.addHash(hashString(hashString(hashString(fnvOffset, famHeader+"order:"), prev), ">"+name))
+		prev = name
 		if !seen[name] {
 			seen[name] = true
 			x.addS(famHeader+"name:", name)
@@ -420,7 +433,8 @@ func (x *extractor) meta(m *mailparse.Message, bodyWords int) {
 
 // signals are message measurements shared by several rules.
 type signals struct {
-	bodyWords int
+	bodyWords   int
+	phishAnchor bool
 }
 
 func newSignals(*mailparse.Message) *signals { return &signals{} }
@@ -556,7 +570,7 @@ func (s *signals) rules(m *mailparse.Message, r *[numRules]bool) {
 	}
 
 	// Credential phishing.
-	r[rulePhishPhrase] = phishPhrase(m.Subject) || phishPhrase(body)
+	r[rulePhishPhrase] = s.phishAnchor && (phishPhrase(m.Subject) || phishPhrase(body))
 	deceptive := r[ruleLinkTextMismatch] || r[ruleURLIPHost] || r[ruleURLUserInfo] || r[ruleURLObfuscated] || m.Forms > 0
 	r[rulePhishCredentials] = m.PasswordFields > 0 || (r[rulePhishPhrase] && deceptive)
 }
