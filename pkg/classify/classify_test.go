@@ -137,7 +137,7 @@ func TestRules(t *testing.T) {
 		{"URL_FROM_DOMAIN", header + "Subject: hi\n\nsee http://www.example.com/\n"},
 		{"BODY_SHOUTING", header + "Subject: hi\n\n" + strings.Repeat("BUY THIS NOW BEFORE IT IS GONE ", 10)},
 		{"HTML_FORM", header + "Subject: hi\nContent-Type: text/html\n\n<form action=\"http://x.example/\"><input name=q></form>\n"},
-		{"PHISH_PHRASE", header + "Subject: hi\n\nPlease verify your account today.\n"},
+		{"PHISH_PHRASE", header + "Subject: hi\n\nPlease verify your account today at http://www.example.com/\n"},
 		{"PHISH_CREDENTIALS", header + "Subject: hi\nContent-Type: text/html\n\n<p>Please verify your account</p><a href=\"http://203.0.113.5/\">Log in</a>\n"},
 		{"PHISH_CREDENTIALS", header + "Subject: hi\nContent-Type: text/html\n\n<form><input type=\"password\" name=p></form>\n"},
 		{"ATTACH_EXECUTABLE", header + "Subject: hi\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: application/octet-stream; name=run.exe\nContent-Transfer-Encoding: base64\n\nTVqQAAMAAAAEAAAA\n--b--\n"},

@@ -1,6 +1,7 @@
 package classify
 
 import (
+	"bytes"
 	"net/mail"
 	"strings"
 	"unicode"
@@ -72,7 +73,12 @@ func (x *extractor) addHash(h uint64) {
 func newSeen(mask uint64) []uint64 { return make([]uint64, (mask+64)/64) }
 
 func (x *extractor) add(prefix string, tok []byte) uint64 {
-	h := hashBytes(hashString(fnvOffset, prefix), tok)
+	return x.addH(hashString(fnvOffset, prefix), tok)
+}
+
+// addH adds tok under a prefix already hashed into ph.
+func (x *extractor) addH(ph uint64, tok []byte) uint64 {
+	h := hashBytes(ph, tok)
 	x.addHash(h)
 	return h
 }
@@ -85,8 +91,7 @@ func (x *extractor) addS(prefix, tok string) {
 // fields added in transit, and fields the SpamAssassin corpus's mail store
 // and filters added (X-Spam-*, X-Razor*, Delivery-Date, X-Keywords...).
 // Learning them would learn the corpus, not the mail.
-func ignoredHeader(name string) bool {
-	n := strings.ToLower(name)
+func ignoredHeader(n string) bool { // n lowercased
 	switch n {
 	case "received", "delivered-to", "return-path", "delivery-date", "x-keywords", "x-status", "status",
 		"x-uid", "x-original-to", "x-envelope-from", "x-envelope-to", "x-authentication-warning",
@@ -102,9 +107,13 @@ func ignoredHeader(name string) bool {
 // corpusArtefact reports tokens produced by the SpamAssassin corpus's address
 // rewrite (yyyy@..., zzzz@..., spamassassin.taint.org), which no real
 // message has.
-func corpusArtefact(tok []byte) bool {
-	s := string(tok) // no allocation: used only for comparison
-	return strings.Contains(s, "taint.org") || strings.HasPrefix(s, "yyyy") || strings.HasPrefix(s, "zzzz")
+func corpusArtefact(tok []byte, compound bool) bool {
+	if len(tok) >= 4 && (tok[0] == 'y' || tok[0] == 'z') {
+		if s := string(tok[:4]); s == "yyyy" || s == "zzzz" {
+			return true
+		}
+	}
+	return compound && bytes.Contains(tok, []byte("taint.org"))
 }
 
 // regDomain is the registered domain (eTLD+1) of host, or host itself.
@@ -121,7 +130,9 @@ func regDomain(host string) string {
 // extract computes the features of a parsed message. seen is a cleared
 // bitset from newSeen; it is cleared again on return.
 func extract(m *mailparse.Message, mask uint64, seen []uint64) features {
-	x := &extractor{mask: mask, ids: make([]uint32, 0, 1024), buf: make([]byte, 0, 64), seen: seen}
+	// About one feature per five bytes of text, more with bigrams.
+	est := min((len(m.Text)+len(m.HTMLText))/3+256, 1<<16)
+	x := &extractor{mask: mask, ids: make([]uint32, 0, est), buf: make([]byte, 0, 64), seen: seen}
 	var f features
 	s := newSignals(m)
 
@@ -162,6 +173,9 @@ func extract(m *mailparse.Message, mask uint64, seen []uint64) features {
 // returns the number of words.
 func (x *extractor) words(prefix, text string, sh *simhasher) int {
 	bigrams := prefix == famBody
+	ph := hashString(fnvOffset, prefix)
+	phAt := hashString(fnvOffset, prefix+"@")
+	phCaps := hashString(fnvOffset, famCaps+prefix)
 	n := 0
 	var prev uint64
 	havePrev := false
@@ -173,7 +187,7 @@ func (x *extractor) words(prefix, text string, sh *simhasher) int {
 		case "account", "password", "identity", "billing", "payment", "activity", "access", "re-enter", "verify":
 			x.phishAnchor = true
 		}
-		if corpusArtefact(tok) {
+		if corpusArtefact(tok, compound) {
 			havePrev = false
 			return
 		}
@@ -181,7 +195,7 @@ func (x *extractor) words(prefix, text string, sh *simhasher) int {
 		switch {
 		case compound:
 			if at := indexByte(tok, '@'); at >= 0 {
-				x.add(prefix+"@", tok[at+1:])
+				x.addH(phAt, tok[at+1:])
 				havePrev = false
 				return
 			}
@@ -197,9 +211,9 @@ func (x *extractor) words(prefix, text string, sh *simhasher) int {
 			havePrev = false
 			return
 		}
-		h := x.add(prefix, tok)
+		h := x.addH(ph, tok)
 		if caps && len(tok) >= 3 {
-			x.add(famCaps+prefix, tok)
+			x.addH(phCaps, tok)
 		}
 		if bigrams {
 			if havePrev {
@@ -266,10 +280,10 @@ func (x *extractor) header(m *mailparse.Message) {
 	seen := make(map[string]bool, len(m.Header))
 	prev := "^"
 	for _, fl := range m.Header {
-		if ignoredHeader(fl.Name) {
+		name := strings.ToLower(fl.Name)
+		if ignoredHeader(name) {
 			continue
 		}
-		name := strings.ToLower(fl.Name)
 		// Header order: mailers and spamware write fields in their own
 		// order, so consecutive pairs of names are features.
 		x.addHash(hashString(hashString(hashString(fnvOffset, famHeader+"order:"), prev), ">"+name))
@@ -283,8 +297,16 @@ func (x *extractor) header(m *mailparse.Message) {
 			x.valueWords(famHeader+"mailer:", fl.Value, 4)
 			x.addS(famHeader+"mailershape:", shape(fl.Value, 24))
 		case "content-type":
-			mt, _, _ := strings.Cut(fl.Value, ";")
+			mt, params, _ := strings.Cut(fl.Value, ";")
 			x.addS(famHeader+"ct:", strings.ToLower(strings.TrimSpace(mt)))
+			// The boundary's shape names the mailer that wrote it.
+			if i := strings.Index(strings.ToLower(params), "boundary="); i >= 0 {
+				b := strings.Trim(params[i+9:], "\" ")
+				if j := strings.IndexAny(b, "\";"); j >= 0 {
+					b = b[:j]
+				}
+				x.addS(famHeader+"boundaryshape:", shape(b, 32))
+			}
 		case "content-transfer-encoding", "precedence", "x-priority", "importance", "x-msmail-priority",
 			"mime-version":
 			x.addS(famHeader+name+":", strings.ToLower(strings.TrimSpace(capStr(fl.Value, 32))))
@@ -321,8 +343,8 @@ func (x *extractor) header(m *mailparse.Message) {
 // valueWords adds up to max words of a header value.
 func (x *extractor) valueWords(prefix, v string, max int) {
 	n := 0
-	x.buf = scanWords(v, x.buf, func(tok []byte, _, _ bool) {
-		if n >= max || corpusArtefact(tok) || len(tok) > maxTokenLen {
+	x.buf = scanWords(v, x.buf, func(tok []byte, _, compound bool) {
+		if n >= max || corpusArtefact(tok, compound) || len(tok) > maxTokenLen {
 			return
 		}
 		n++
@@ -570,7 +592,8 @@ func (s *signals) rules(m *mailparse.Message, r *[numRules]bool) {
 	}
 
 	// Credential phishing.
-	r[rulePhishPhrase] = s.phishAnchor && (phishPhrase(m.Subject) || phishPhrase(body))
+	// A request to act on an account needs somewhere to act: a link or form.
+	r[rulePhishPhrase] = s.phishAnchor && (len(m.Links) > 0 || m.Forms > 0) && (phishPhrase(m.Subject) || phishPhrase(body))
 	deceptive := r[ruleLinkTextMismatch] || r[ruleURLIPHost] || r[ruleURLUserInfo] || r[ruleURLObfuscated] || m.Forms > 0
 	r[rulePhishCredentials] = m.PasswordFields > 0 || (r[rulePhishPhrase] && deceptive)
 }
@@ -634,6 +657,16 @@ func isASCII(s string) bool {
 func shouting(s string, minLetters int, ratio float64) bool {
 	upper, letters := 0, 0
 	for _, r := range s {
+		if r < utf8.RuneSelf {
+			switch {
+			case r >= 'a' && r <= 'z':
+				letters++
+			case r >= 'A' && r <= 'Z':
+				letters++
+				upper++
+			}
+			continue
+		}
 		if unicode.IsLetter(r) {
 			letters++
 			if unicode.IsUpper(r) {

@@ -105,7 +105,7 @@ var ruleInfo = [numRules]struct{ name, doc string }{
 	ruleURLFromDomain:           {"URL_FROM_DOMAIN", "links point to the From domain"},
 	ruleAttachArchive:           {"ATTACH_ARCHIVE", "an archive attachment"},
 	ruleAttachTypeMismatch:      {"ATTACH_TYPE_MISMATCH", "attachment content disagrees with its declared type"},
-	rulePhishPhrase:             {"PHISH_PHRASE", "asks to verify or update an account or password"},
+	rulePhishPhrase:             {"PHISH_PHRASE", "asks to verify or update an account or password, and has a link or form"},
 	ruleMIMEDefect:              {"MIME_DEFECT", "malformed MIME (bad encoding, boundaries, charset)"},
 	ruleNoText:                  {"NO_TEXT", "no readable text at all"},
 	ruleAttachExecutable:        {"ATTACH_EXECUTABLE", "an executable or script attachment"},

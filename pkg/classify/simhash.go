@@ -6,7 +6,7 @@ import (
 
 // maxShingles bounds the words hashed: the opening of a message identifies
 // its campaign, and a long body should not cost more.
-const maxShingles = 600
+const maxShingles = 400
 
 // simhasher computes a 64-bit simhash (Charikar) of a body's word
 // 3-shingles: each shingle's hash votes on every bit, and the sign of the sum
@@ -16,9 +16,14 @@ const maxShingles = 600
 // so markup, case and spacing do not matter. Only the first maxShingles
 // words count.
 type simhasher struct {
-	votes [64]int32
-	ring  [3]uint64
-	n     int
+	ring [3]uint64
+	n    int // words seen
+	// Bit counts: acc holds 8-bit counters in SWAR lanes (lane b of acc[i]
+	// counts bit 8b+i), flushed into ones before they can overflow.
+	acc     [8]uint64
+	pending int
+	ones    [64]int32
+	total   int32
 }
 
 func (s *simhasher) word(tok []byte) {
@@ -35,10 +40,25 @@ func (s *simhasher) word(tok []byte) {
 	s.vote(mix64(mix64(a)*31 + mix64(b)*17 + c))
 }
 
+// vote counts the set bits of h.
 func (s *simhasher) vote(h uint64) {
-	for i := range 64 {
-		s.votes[i] += int32(h>>i&1)*2 - 1
+	for i := range s.acc {
+		s.acc[i] += h >> i & 0x0101010101010101
 	}
+	s.total++
+	if s.pending++; s.pending == 255 {
+		s.flush()
+	}
+}
+
+func (s *simhasher) flush() {
+	for i, a := range s.acc {
+		for b := range 8 {
+			s.ones[8*b+i] += int32(a >> (8 * b) & 0xff)
+		}
+		s.acc[i] = 0
+	}
+	s.pending = 0
 }
 
 // sum returns the fingerprint as 16 hex digits.
@@ -49,9 +69,11 @@ func (s *simhasher) sum() string {
 			s.vote(mix64(s.ring[i]))
 		}
 	}
+	s.flush()
+	// A bit is set when more shingles had it set than not.
 	var out uint64
-	for i, v := range s.votes {
-		if v > 0 {
+	for i, v := range s.ones {
+		if 2*v > s.total {
 			out |= 1 << i
 		}
 	}

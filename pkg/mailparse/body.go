@@ -157,7 +157,16 @@ func (p *parser) leaf(h textproto.Header, mt string, params map[string]string, b
 			// Markup takes room: allow more raw HTML than text kept.
 			rawLimit *= 4
 		}
-		raw, more := readCapped(decodeTransfer(cte, body, m), rawLimit)
+		var raw []byte
+		var more bool
+		if cte == "quoted-printable" {
+			// Decoded in memory: QP never grows, so reading 3x the budget of
+			// encoded bytes is enough to fill it.
+			enc, encMore := readCapped(body, 3*rawLimit)
+			raw, more = decodeQP(enc, m), encMore
+		} else {
+			raw, more = readCapped(decodeTransfer(cte, body, m), rawLimit)
+		}
 		if more {
 			m.defect(DefectTextTruncated)
 		}
@@ -274,6 +283,66 @@ func (f *base64Filter) Read(p []byte) (int, error) {
 			return w, err
 		}
 	}
+}
+
+// decodeQP decodes quoted-printable leniently (RFC 2045 6.7): soft line
+// breaks are removed, =XX becomes the byte, and an "=" that starts neither is
+// kept as written (and recorded) rather than failing the part.
+func decodeQP(src []byte, m *Message) []byte {
+	out := make([]byte, 0, len(src))
+	for i := 0; i < len(src); i++ {
+		c := src[i]
+		if c != '=' {
+			out = append(out, c)
+			continue
+		}
+		rest := src[i+1:]
+		switch {
+		case len(rest) >= 2 && isHex(rest[0]) && isHex(rest[1]):
+			out = append(out, unhex(rest[0])<<4|unhex(rest[1]))
+			i += 2
+		case len(rest) >= 1 && rest[0] == '\n':
+			i++
+		case len(rest) >= 2 && rest[0] == '\r' && rest[1] == '\n':
+			i += 2
+		default:
+			// "= " or "=\t" before a line break is a soft break with
+			// trailing blanks.
+			j := 0
+			for j < len(rest) && (rest[j] == ' ' || rest[j] == '\t') {
+				j++
+			}
+			if j > 0 && (j == len(rest) || rest[j] == '\n' || rest[j] == '\r') {
+				i += j
+				if i+1 < len(src) && src[i+1] == '\r' {
+					i++
+				}
+				if i+1 < len(src) && src[i+1] == '\n' {
+					i++
+				}
+				continue
+			}
+			if len(rest) > 0 {
+				m.defect(DefectBadQP)
+			}
+			out = append(out, '=')
+		}
+	}
+	return out
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'A' && c <= 'F' || c >= 'a' && c <= 'f'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0'
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
 }
 
 // qpReader stops quietly at the first undecodable quoted-printable sequence,

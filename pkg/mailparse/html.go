@@ -3,7 +3,7 @@ package mailparse
 import (
 	"strings"
 
-	"golang.org/x/net/html"
+	"html"
 )
 
 // htmlMaxStack bounds the element stack kept while rendering HTML; deeper
@@ -20,24 +20,15 @@ type htmlFrame struct {
 // and the amount of hidden text.
 func (p *parser) html(src string) {
 	m := p.m
-	z := html.NewTokenizer(strings.NewReader(src))
-	z.SetMaxBuf(1 << 20)
+	z := newHTMLTokenizer(src)
 	var (
 		sb       strings.Builder
 		stack    []htmlFrame
 		hidden   int // frames on the stack that hide their content
 		bgSet    int // frames on the stack that set a background
-		skip     string
 		anchor   = -1
 		anchorSB strings.Builder
-		markup   = make(map[string]bool)
 	)
-	mark := func(s string) {
-		if len(m.HTMLMarkup) < 256 && !markup[s] {
-			markup[s] = true
-			m.HTMLMarkup = append(m.HTMLMarkup, s)
-		}
-	}
 	sb.Grow(len(src) / 3)
 	closeAnchor := func() {
 		if anchor >= 0 && anchor < len(m.Links) {
@@ -47,83 +38,70 @@ func (p *parser) html(src string) {
 		anchorSB.Reset()
 	}
 	for {
-		tt := z.Next()
+		tt := z.next()
 		switch tt {
-		case html.ErrorToken:
+		case htmlEOF:
 			closeAnchor()
 			text := sb.String()
 			p.addText(&m.HTMLText, text)
 			p.scanText(text)
 			return
-		case html.TextToken:
-			if skip != "" {
-				continue
+		case htmlText:
+			t := z.text
+			if strings.IndexByte(t, '&') >= 0 {
+				t = html.UnescapeString(t)
 			}
-			t := z.Text()
 			if hidden > 0 {
-				m.HiddenText += len(strings.TrimSpace(string(t)))
+				m.HiddenText += len(strings.TrimSpace(t))
 				continue
 			}
 			if sb.Len() < p.textLeft+1 {
-				sb.Write(t)
+				sb.WriteString(t)
 			}
 			if anchor >= 0 && anchorSB.Len() < 512 {
-				anchorSB.Write(t)
+				anchorSB.WriteString(t)
 			}
-		case html.StartTagToken, html.SelfClosingTagToken:
-			name, hasAttr := z.TagName()
-			tag := string(name)
-			if skip != "" {
-				continue
-			}
+		case htmlStartTag, htmlSelfClosing:
+			tag := z.name
 			var href, srcAttr, style, color, bgcolor, typ, action, background string
-			mark(tag)
-			for hasAttr {
-				var k, v []byte
-				k, v, hasAttr = z.TagAttr()
-				if len(k) <= 16 {
-					mark(tag + "." + string(k))
-				}
-				switch string(k) {
+			z.attr(func(k, v string) {
+				switch k {
 				case "href":
-					href = string(v)
+					href = v
 				case "src":
-					srcAttr = string(v)
+					srcAttr = v
 				case "style":
-					style = string(v)
+					style = v
 				case "color":
-					color = string(v)
+					color = v
 				case "bgcolor":
-					bgcolor = string(v)
+					bgcolor = v
 				case "type":
-					typ = string(v)
+					typ = v
 				case "action":
-					action = string(v)
+					action = v
 				case "background":
-					background = string(v)
+					background = v
 				}
-			}
+			})
 			switch tag {
 			case "script", "style":
-				if tt == html.StartTagToken {
-					skip = tag
-				}
 				continue
 			case "a", "area":
 				if href != "" {
 					closeAnchor()
-					if i := p.addLink(href, LinkHref, ""); i >= 0 && tag == "a" {
+					if i := p.addLink(unescapeAttr(href), LinkHref, ""); i >= 0 && tag == "a" {
 						anchor = i
 					}
 				}
 			case "img":
 				m.Images++
-				p.addLink(srcAttr, LinkImage, "")
+				p.addLink(unescapeAttr(srcAttr), LinkImage, "")
 			case "iframe", "embed", "frame":
-				p.addLink(srcAttr, LinkImage, "")
+				p.addLink(unescapeAttr(srcAttr), LinkImage, "")
 			case "form":
 				m.Forms++
-				p.addLink(action, LinkForm, "")
+				p.addLink(unescapeAttr(action), LinkForm, "")
 			case "input":
 				if strings.EqualFold(typ, "password") {
 					m.PasswordFields++
@@ -134,9 +112,9 @@ func (p *parser) html(src string) {
 				sb.WriteByte(' ')
 			}
 			if background != "" {
-				p.addLink(background, LinkImage, "")
+				p.addLink(unescapeAttr(background), LinkImage, "")
 			}
-			if tt == html.SelfClosingTagToken || voidElement(tag) || len(stack) >= htmlMaxStack {
+			if tt == htmlSelfClosing || voidElement(tag) || len(stack) >= htmlMaxStack {
 				continue
 			}
 			f := htmlFrame{tag: tag}
@@ -157,15 +135,8 @@ func (p *parser) html(src string) {
 				bgSet++
 			}
 			stack = append(stack, f)
-		case html.EndTagToken:
-			name, _ := z.TagName()
-			tag := string(name)
-			if skip != "" {
-				if tag == skip {
-					skip = ""
-				}
-				continue
-			}
+		case htmlEndTag:
+			tag := z.name
 			switch tag {
 			case "a":
 				closeAnchor()
@@ -189,6 +160,14 @@ func (p *parser) html(src string) {
 			}
 		}
 	}
+}
+
+// unescapeAttr resolves character references in an attribute value.
+func unescapeAttr(v string) string {
+	if strings.IndexByte(v, '&') >= 0 {
+		return html.UnescapeString(v)
+	}
+	return v
 }
 
 func voidElement(tag string) bool {

@@ -225,9 +225,9 @@ func redirectTarget(u string) string {
 // scanText records the URLs written in text: anything starting with a
 // scheme and "://" (http, https, hxxp...) or with "www.", in one pass.
 func (p *parser) scanText(text string) {
-	lower := asciiLower(text)
-	for i := 0; i < len(lower) && len(p.m.Links) < p.lim.MaxLinks; {
-		start := nextURL(lower, i)
+	sc := urlScanner{text: text, colon: -2, www: -2}
+	for i := 0; i < len(text) && len(p.m.Links) < p.lim.MaxLinks; {
+		start := sc.next(i)
 		if start < 0 {
 			return
 		}
@@ -241,39 +241,70 @@ func (p *parser) scanText(text string) {
 	}
 }
 
-// nextURL returns the start of the first URL at or after i in an
-// ASCII-lowercased string, or -1.
-func nextURL(lower string, i int) int {
-	for i < len(lower) {
-		j := strings.IndexAny(lower[i:], ":w")
-		if j < 0 {
+// urlScanner finds URL starts without copying or lowercasing the text: it
+// keeps the next colon and the next "www." ahead of the position, and looks
+// back from a colon for a scheme.
+type urlScanner struct {
+	text       string
+	colon, www int // next positions found (-1 none left, -2 not searched)
+}
+
+func (u *urlScanner) find(cur *int, i int, f func(string) int) int {
+	if *cur == -1 || *cur >= i {
+		return *cur
+	}
+	j := f(u.text[i:])
+	if j < 0 {
+		*cur = -1
+	} else {
+		*cur = i + j
+	}
+	return *cur
+}
+
+func indexWWW(s string) int {
+	a, b := strings.Index(s, "www."), strings.Index(s, "WWW.")
+	if a < 0 || (b >= 0 && b < a) {
+		return b
+	}
+	return a
+}
+
+func indexColon(s string) int { return strings.IndexByte(s, ':') }
+
+// next returns the start of the first URL at or after i, or -1.
+func (u *urlScanner) next(i int) int {
+	s := u.text
+	for i < len(s) {
+		c := u.find(&u.colon, i, indexColon)
+		w := u.find(&u.www, i, indexWWW)
+		if c < 0 && w < 0 {
 			return -1
 		}
-		k := i + j
-		if lower[k] == 'w' {
-			if strings.HasPrefix(lower[k:], "www.") && (k == 0 || !isWordByte(lower[k-1]) && lower[k-1] != '/' && lower[k-1] != '.') {
-				return k
+		if w >= 0 && (c < 0 || w < c) {
+			if w == 0 || !isWordByte(s[w-1]) && s[w-1] != '/' && s[w-1] != '.' {
+				return w
 			}
-			i = k + 1
+			i = w + 1
 			continue
 		}
 		// A colon: does a scheme end here ("http://", or "hxxp[:]//")?
 		end := -1
 		switch {
-		case strings.HasPrefix(lower[k:], "://"):
-			end = k
-		case k > 0 && strings.HasPrefix(lower[k-1:], "[:]//"):
-			end = k - 1
+		case strings.HasPrefix(s[c:], "://"):
+			end = c
+		case c > 0 && strings.HasPrefix(s[c-1:], "[:]//"):
+			end = c - 1
 		}
 		if end >= 0 {
 			for _, scheme := range []string{"https", "http", "hxxps", "hxxp"} {
-				s := end - len(scheme)
-				if s >= 0 && lower[s:end] == scheme && (s == 0 || !isWordByte(lower[s-1])) {
-					return s
+				st := end - len(scheme)
+				if st >= 0 && strings.EqualFold(s[st:end], scheme) && (st == 0 || !isWordByte(s[st-1])) {
+					return st
 				}
 			}
 		}
-		i = k + 1
+		i = c + 1
 	}
 	return -1
 }

@@ -286,12 +286,12 @@ func TestParseLink(t *testing.T) {
 }
 
 func TestParse_TextLinksAndRedirectors(t *testing.T) {
-	m := Parse([]byte("Subject: x\n\nGo to hxxp://bad.example/x, or http://rd.yahoo.com/click/*http://target.example/offer and www.plain.example.\n"), Limits{})
+	m := Parse([]byte("Subject: x\n\nGo to hxxp://bad.example/x, hxxps[:]//worse.example/y or http://rd.yahoo.com/click/*http://target.example/offer and www.plain.example.\n"), Limits{})
 	hosts := map[string]LinkSource{}
 	for _, l := range m.Links {
 		hosts[l.Host] = l.Source
 	}
-	for host, src := range map[string]LinkSource{"bad.example": LinkText, "rd.yahoo.com": LinkText, "target.example": LinkRedirect, "www.plain.example": LinkText} {
+	for host, src := range map[string]LinkSource{"bad.example": LinkText, "worse.example": LinkText, "rd.yahoo.com": LinkText, "target.example": LinkRedirect, "www.plain.example": LinkText} {
 		if got, ok := hosts[host]; !ok || got != src {
 			t.Errorf("link to %s: source %v (found %v), want %v; links %+v", host, got, ok, src, m.Links)
 		}
@@ -437,4 +437,80 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("invalid UTF-8 text")
 		}
 	})
+}
+
+func BenchmarkParse(b *testing.B) {
+	dir := corpusDir(b)
+	var msgs [][]byte
+	for _, sub := range []string{"easy_ham", "hard_ham", "spam", "spam_2"} {
+		files, _ := filepath.Glob(filepath.Join(dir, sub, "*"))
+		for _, f := range files {
+			raw, err := os.ReadFile(f)
+			if err == nil && len(raw) >= 8<<10 && len(raw) <= 12<<10 {
+				msgs = append(msgs, raw)
+			}
+		}
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		Parse(msgs[i%len(msgs)], Limits{})
+	}
+}
+
+func TestHTMLRendering(t *testing.T) {
+	tests := []struct {
+		give      string
+		wantText  string
+		wantLinks []string // hosts
+		wantAnch  string   // anchor text of the first href
+	}{
+		{`<p>Hello <b>World</b></p>`, "Hello World", nil, ""},
+		{`V<!-- x -->iag<span></span>ra`, "Viagra", nil, ""},
+		{`<A HREF="http://x.example/?a=1&amp;b=2">Click &amp; save</A>`, "Click & save", []string{"x.example"}, "Click & save"},
+		{`<a href='http://y.example/' title="a > b">quoted</a>`, "quoted", []string{"y.example"}, "quoted"},
+		{`<a href=http://z.example/unquoted>z</a>`, "z", []string{"z.example"}, "z"},
+		{`a < b and 3<4`, "a < b and 3<4", nil, ""},
+		{`<script>document.write("<p>no</p>")</script>yes<STYLE>p{}</STYLE>`, "yes", nil, ""},
+		{`<img src="http://img.example/a.gif" alt="x"/>after`, "after", []string{"img.example"}, ""},
+		{`<p>unterminated <a href="http://u.example/`, "unterminated", nil, ""},
+		{`&lt;tag&gt; &eacute;t&eacute;`, "<tag> été", nil, ""},
+		{`<div style="DISPLAY : none">gone</div>kept`, "kept", nil, ""},
+		{`<table bgcolor="#000000"><tr><td><font color="#ffffff">on dark</font></td></tr></table>`, "on dark", nil, ""},
+	}
+	for _, tt := range tests {
+		m := Parse([]byte("Content-Type: text/html\n\n"+tt.give), Limits{})
+		got := strings.Join(strings.Fields(m.HTMLText), " ")
+		if got != tt.wantText {
+			t.Errorf("render(%q) = %q, want %q", tt.give, got, tt.wantText)
+		}
+		var hosts []string
+		anchor := ""
+		for _, l := range m.Links {
+			if l.Source == LinkHref || l.Source == LinkImage {
+				hosts = append(hosts, l.Host)
+				if l.Source == LinkHref && anchor == "" {
+					anchor = l.Text
+				}
+			}
+		}
+		if strings.Join(hosts, ",") != strings.Join(tt.wantLinks, ",") || anchor != tt.wantAnch {
+			t.Errorf("render(%q) links %v anchor %q, want %v %q", tt.give, hosts, anchor, tt.wantLinks, tt.wantAnch)
+		}
+	}
+}
+
+func TestDecodeQP(t *testing.T) {
+	tests := []struct{ give, want string }{
+		{"Caf=E9 au=\n lait", "Caf\xe9 au lait"},
+		{"soft=\r\nbreak", "softbreak"},
+		{"trailing= \nblank", "trailingblank"},
+		{"lower=e9case", "lower\xe9case"},
+		{"bad =ZZ and 100% = ok", "bad =ZZ and 100% = ok"},
+		{"end=", "end="},
+	}
+	for _, tt := range tests {
+		if got := string(decodeQP([]byte(tt.give), &Message{})); got != tt.want {
+			t.Errorf("decodeQP(%q) = %q, want %q", tt.give, got, tt.want)
+		}
+	}
 }

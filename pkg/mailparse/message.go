@@ -148,10 +148,6 @@ type Message struct {
 	Depth          int  // deepest nesting reached
 	Alternative    bool // a multipart/alternative was seen
 
-	// HTMLMarkup lists distinct "tag" and "tag.attribute" names used in the
-	// HTML parts (at most 256): mailers and spamware have recognisable markup.
-	HTMLMarkup []string
-
 	// TextCharsets lists the charsets declared on text parts, lowercased.
 	TextCharsets []string
 	// Base64Text is true when a text part was base64 encoded.
