@@ -134,7 +134,7 @@ func extract(m *mailparse.Message, mask uint64, seen []uint64) features {
 	est := min((len(m.Text)+len(m.HTMLText))/3+256, 1<<16)
 	x := &extractor{mask: mask, ids: make([]uint32, 0, est), buf: make([]byte, 0, 64), seen: seen}
 	var f features
-	s := newSignals(m)
+	s := &signals{}
 
 	x.fam = familySubject
 	x.words(famSubject, m.Subject, nil)
@@ -458,8 +458,6 @@ type signals struct {
 	bodyWords   int
 	phishAnchor bool
 }
-
-func newSignals(*mailparse.Message) *signals { return &signals{} }
 
 // rules evaluates the named rules.
 func (s *signals) rules(m *mailparse.Message, r *[numRules]bool) {

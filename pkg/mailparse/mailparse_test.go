@@ -406,7 +406,7 @@ func TestParse_Robustness(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			start := time.Now()
 			m := Parse(tt.give, Limits{})
-			if d := time.Since(start); d > 3*time.Second {
+			if d := time.Since(start); d > 20*time.Second { // a hang, not a speed target (see BenchmarkClassify25MiB)
 				t.Errorf("Parse took %v", d)
 			}
 			if len(m.Text)+len(m.HTMLText) > lim.MaxTextBytes+1 {
