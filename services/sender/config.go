@@ -1,0 +1,129 @@
+package sender
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/outflowmail/outflow/pkg/delivery"
+)
+
+// Config of the sender role.
+type Config struct {
+	// Pools this sender serves, by name; empty serves every pool. Several
+	// sender processes serving one pool share its work.
+	Pools []string `yaml:"pools"`
+	// Workers is how many deliveries run at once, per pool.
+	Workers int `yaml:"workers"`
+	// MaxAckPending bounds the jobs of a pool held unacknowledged across
+	// all sender processes. Jobs waiting for their retry time count too
+	// (they wait in JetStream as delayed naks), so it must exceed the
+	// largest deferred backlog expected: when reached, the pool receives no
+	// new jobs. The server keeps roughly 100 bytes per pending job.
+	MaxAckPending int `yaml:"max_ack_pending"`
+	// Resolver is the DNS server (host:port) asked for MX and address
+	// records; empty means the first nameserver in /etc/resolv.conf. It
+	// should be a validating recursive resolver you trust.
+	Resolver string `yaml:"resolver"`
+	// ResolverTimeout bounds each DNS query.
+	ResolverTimeout time.Duration `yaml:"resolver_timeout"`
+	// Transports send the mail of a recipient domain, or of every domain
+	// ("*"), to a fixed host:port instead of the domain's MX hosts; an exact
+	// domain wins over "*". Development points "*" at the capture receiver.
+	Transports map[string]string `yaml:"transports"`
+	// SMTPPort is the port of MX hosts (25; tests use another).
+	SMTPPort int `yaml:"smtp_port"`
+	// ConnectTimeout bounds a TCP connect to one address.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// CommandTimeout bounds the greeting and each command's reply
+	// (RFC 5321 4.5.3.2 recommends 5 minutes).
+	CommandTimeout time.Duration `yaml:"command_timeout"`
+	// DataTimeout bounds sending the body and the final reply (RFC 5321
+	// 4.5.3.2.6: 10 minutes).
+	DataTimeout time.Duration `yaml:"data_timeout"`
+	// Retry is the schedule of deferred recipients.
+	Retry Retry `yaml:"retry"`
+}
+
+// Retry is the retry schedule: the first retry after FirstDelay, each
+// next one after twice the previous delay (±20% jitter), never more than
+// MaxDelay apart, and no attempt once a message is MaxAge old (it expires).
+type Retry struct {
+	FirstDelay time.Duration `yaml:"first_delay"`
+	MaxDelay   time.Duration `yaml:"max_delay"`
+	MaxAge     time.Duration `yaml:"max_age"`
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Workers:         16,
+		MaxAckPending:   1_000_000,
+		ResolverTimeout: 5 * time.Second,
+		SMTPPort:        25,
+		ConnectTimeout:  30 * time.Second,
+		CommandTimeout:  5 * time.Minute,
+		DataTimeout:     10 * time.Minute,
+		Retry: Retry{
+			FirstDelay: 5 * time.Minute,
+			MaxDelay:   2 * time.Hour,
+			MaxAge:     72 * time.Hour,
+		},
+	}
+}
+
+// Validate names the first bad key.
+func (c Config) Validate() error {
+	for i, p := range c.Pools {
+		if p == "" {
+			return fmt.Errorf("sender.pools[%d]: empty pool name", i)
+		}
+	}
+	if c.Workers < 1 {
+		return errors.New("sender.workers: must be at least 1")
+	}
+	if c.MaxAckPending < c.Workers {
+		return fmt.Errorf("sender.max_ack_pending: %d is less than workers (%d)", c.MaxAckPending, c.Workers)
+	}
+	if c.Resolver != "" {
+		if _, _, err := net.SplitHostPort(c.Resolver); err != nil {
+			return fmt.Errorf("sender.resolver: %w", err)
+		}
+	}
+	for domain, to := range c.Transports {
+		if domain == "" || (domain != "*" && (domain != strings.ToLower(domain) || strings.ContainsAny(domain, "@ *"))) {
+			return fmt.Errorf("sender.transports: key %q must be a lower-case domain or \"*\"", domain)
+		}
+		if err := delivery.CheckTransport(to); err != nil {
+			return fmt.Errorf("sender.transports.%s: %q: %w", domain, to, err)
+		}
+	}
+	durations := []struct {
+		key string
+		d   time.Duration
+	}{
+		{"sender.resolver_timeout", c.ResolverTimeout},
+		{"sender.connect_timeout", c.ConnectTimeout},
+		{"sender.command_timeout", c.CommandTimeout},
+		{"sender.data_timeout", c.DataTimeout},
+		{"sender.retry.first_delay", c.Retry.FirstDelay},
+		{"sender.retry.max_delay", c.Retry.MaxDelay},
+		{"sender.retry.max_age", c.Retry.MaxAge},
+	}
+	for _, d := range durations {
+		if d.d <= 0 {
+			return fmt.Errorf("%s: %v, must be positive", d.key, d.d)
+		}
+	}
+	switch {
+	case c.SMTPPort < 1 || c.SMTPPort > 65535:
+		return fmt.Errorf("sender.smtp_port: %d, want 1-65535", c.SMTPPort)
+	case c.Retry.MaxDelay < c.Retry.FirstDelay:
+		return fmt.Errorf("sender.retry.max_delay: %v is less than first_delay %v", c.Retry.MaxDelay, c.Retry.FirstDelay)
+	case c.Retry.MaxAge < c.Retry.FirstDelay:
+		return fmt.Errorf("sender.retry.max_age: %v is less than first_delay %v", c.Retry.MaxAge, c.Retry.FirstDelay)
+	}
+	return nil
+}

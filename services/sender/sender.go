@@ -1,0 +1,314 @@
+// Package sender is the sender role: it consumes the delivery jobs of the
+// pools it serves, delivers each over SMTP from one of the pool's source
+// addresses, and reports every attempt as a delivery event. Deferred
+// recipients are republished as a new job due later, so a message waiting
+// for a retry waits in JetStream, never in a process's memory, and a slow or
+// failing destination holds up only its own mail.
+package sender
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outflowmail/outflow/pkg/bus"
+	"github.com/outflowmail/outflow/pkg/delivery"
+	"github.com/outflowmail/outflow/pkg/envelope"
+	"github.com/outflowmail/outflow/pkg/events"
+	"github.com/outflowmail/outflow/pkg/pool"
+	"github.com/outflowmail/outflow/pkg/resolver"
+)
+
+// Options replace what tests must control; zero values are production's.
+type Options struct {
+	// Now is the clock.
+	Now func() time.Time
+	// Rand returns a number in [0, 1) for retry jitter.
+	Rand func() float64
+	// Resolver replaces the DNS resolver built from Config.Resolver.
+	Resolver delivery.Resolver
+	// Dial replaces the dialer bound to the pool address.
+	Dial delivery.DialFunc
+}
+
+// Run delivers the jobs of the configured pools until ctx ends, then stops
+// fetching, finishes the deliveries in flight and returns.
+func Run(ctx context.Context, cfg Config, pools pool.Set, b *bus.Bus, log *slog.Logger) error {
+	return RunWith(ctx, cfg, pools, b, log, Options{})
+}
+
+// RunWith is Run with injected clock, randomness, resolver or dialer.
+func RunWith(ctx context.Context, cfg Config, pools pool.Set, b *bus.Bus, log *slog.Logger, opts Options) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	served, err := servedPools(cfg.Pools, pools)
+	if err != nil {
+		return err
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Rand == nil {
+		opts.Rand = rand.Float64
+	}
+	if opts.Resolver == nil && cfg.Transports["*"] == "" {
+		r, err := resolver.New(cfg.Resolver, cfg.ResolverTimeout)
+		if err != nil {
+			return fmt.Errorf("sender.resolver: %w", err)
+		}
+		opts.Resolver = r
+	}
+	s := &sender{
+		cfg: cfg, b: b, log: log, now: opts.Now, rand: opts.Rand,
+		rotation: map[string]*atomic.Uint64{},
+		d: delivery.New(delivery.Options{
+			Resolver: opts.Resolver, Dial: opts.Dial, Transports: cfg.Transports, Port: cfg.SMTPPort,
+			ConnectTimeout: cfg.ConnectTimeout, CommandTimeout: cfg.CommandTimeout, DataTimeout: cfg.DataTimeout,
+			Log: log,
+		}),
+	}
+	for _, p := range served {
+		s.rotation[p.Name] = new(atomic.Uint64)
+	}
+
+	// One consumer per pool, so that a pool's backlog never waits behind
+	// another's; if one fails to start, stop them all.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, len(served))
+	for i, p := range served {
+		wg.Go(func() {
+			c := bus.Consumer{
+				Stream:        bus.StreamOutbound,
+				Durable:       "sender-" + p.Name,
+				FilterSubject: bus.OutboundSubject(p.Name),
+				Workers:       cfg.Workers,
+				MaxAckPending: cfg.MaxAckPending,
+			}
+			plog := log.With("pool", p.Name)
+			err := b.Consume(ctx, c, plog, func(ctx context.Context, m jetstream.Msg) { s.handle(ctx, p, m, plog) })
+			if err != nil {
+				errs[i] = fmt.Errorf("pool %s: %w", p.Name, err)
+				cancel()
+			}
+		})
+	}
+	log.Info("sender running", "pools", len(served), "workers_per_pool", cfg.Workers)
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func servedPools(names []string, pools pool.Set) (pool.Set, error) {
+	for _, p := range pools {
+		if len(p.IPs) == 0 {
+			return nil, fmt.Errorf("pool %s has no addresses", p.Name)
+		}
+	}
+	if len(names) == 0 {
+		return pools, nil
+	}
+	var out pool.Set
+	for i, n := range names {
+		p, ok := pools.Get(n)
+		if !ok {
+			return nil, fmt.Errorf("sender.pools[%d]: no pool named %q", i, n)
+		}
+		if !slices.ContainsFunc(out, func(q pool.Pool) bool { return q.Name == n }) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+type sender struct {
+	cfg  Config
+	b    *bus.Bus
+	d    *delivery.Deliverer
+	log  *slog.Logger
+	now  func() time.Time
+	rand func() float64
+	// rotation counts connections per pool to take its addresses in turn.
+	rotation map[string]*atomic.Uint64
+}
+
+// Delays of naks when the bus itself fails; the job is retried, not lost.
+const (
+	busRetryDelay   = 5 * time.Second
+	finishAttempts  = 5
+	finishBaseDelay = 500 * time.Millisecond
+)
+
+// handle runs one delivery job to its JetStream outcome: a job not yet due
+// goes back to wait (Nak with the remaining delay); otherwise it is
+// attempted, its plan decided (decide), and the original acked only after
+// the event and any retry job are stored.
+func (s *sender) handle(ctx context.Context, p pool.Pool, m jetstream.Msg, log *slog.Logger) {
+	env, err := envelope.Decode(m.Headers())
+	if err != nil {
+		// Not a job this code can ever read: keep it out of the way.
+		log.Error("undecodable delivery job; terminating it", "subject", m.Subject(), "err", err)
+		_ = m.Term()
+		return
+	}
+	log = log.With("tenant", env.Tenant, "msg_id", env.ID, "domain", env.Domain, "attempt", env.Attempt+1)
+	start := s.now()
+	if wait := env.NotBefore.Sub(start); wait > 0 {
+		_ = m.NakWithDelay(wait)
+		return
+	}
+
+	var (
+		res       delivery.Result
+		ip        pool.IP
+		attempted bool
+	)
+	if deadline := expiresAt(env, s.cfg.Retry); deadline.IsZero() || start.Before(deadline) {
+		body, err := s.b.Body(ctx, env, m.Data())
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			// Bodies are deleted only when their last job is final: this
+			// is a redelivery of a job that already finished.
+			log.Warn("body already released; dropping a finished job's redelivery")
+			_ = m.Term()
+			return
+		}
+		if err != nil {
+			log.Warn("load body; will retry", "err", err)
+			_ = m.NakWithDelay(busRetryDelay)
+			return
+		}
+		ip = p.IPs[s.rotation[p.Name].Add(1)%uint64(len(p.IPs))]
+		stop := keepAlive(m, s.b.Config().AckWait/3)
+		res = s.d.Deliver(ctx, delivery.Job{Domain: env.Domain, From: env.From, Rcpts: env.Rcpts, Body: body, Source: ip})
+		stop()
+		attempted = true
+	}
+	end := s.now()
+	pl := decide(env, res, attempted, end, s.cfg.Retry, s.rand)
+	ev := deliveryEvent(env, p.Name, ip, res, pl, start, end)
+	if err := s.finish(ctx, m, env, pl, ev, log); err != nil {
+		// The attempt will be repeated; a recipient already delivered may
+		// receive it twice (at-least-once).
+		log.Error("record delivery outcome; job will be retried", "err", err)
+		_ = m.NakWithDelay(busRetryDelay)
+		return
+	}
+	logAttempt(log, ev, pl, res)
+}
+
+// finish stores the outcome: the event, then the retry job or the body's
+// release, then the ack. Event and retry job carry ids derived from the
+// job's, so repeating finish after a partial failure stores nothing twice.
+// The body is released after the ack: if the process dies in between, the
+// body leaks, which is better than a redelivered job finding it gone.
+func (s *sender) finish(ctx context.Context, m jetstream.Msg, env *envelope.Envelope, pl plan, ev *events.Event, log *slog.Logger) error {
+	var err error
+	for i := range finishAttempts {
+		if i > 0 {
+			time.Sleep(finishBaseDelay << (i - 1))
+			_ = m.InProgress()
+		}
+		if err = s.store(ctx, m, env, pl, ev); err == nil {
+			break
+		}
+		log.Warn("store delivery outcome; retrying", "err", err)
+	}
+	if err != nil {
+		return err
+	}
+	if pl.final() {
+		if err := s.b.ReleaseBody(ctx, env); err != nil {
+			log.Warn("release body; it stays stored", "body_ref", env.BodyRef, "err", err)
+		}
+	}
+	return nil
+}
+
+func (s *sender) store(ctx context.Context, m jetstream.Msg, env *envelope.Envelope, pl plan, ev *events.Event) error {
+	if err := s.b.PublishEvent(ctx, ev); err != nil {
+		return err
+	}
+	if !pl.final() {
+		retry := env.Clone()
+		retry.Rcpts = pl.retry
+		retry.Attempt++
+		retry.NotBefore = pl.next
+		// Same subject: the retry stays with its pool. The payload is the
+		// inline body, or empty when the body is stored by reference.
+		if err := s.b.PublishMessage(ctx, m.Subject(), retry.JobID(), retry, m.Data()); err != nil {
+			return fmt.Errorf("republish deferred recipients: %w", err)
+		}
+	}
+	if err := m.DoubleAck(ctx); err != nil {
+		return fmt.Errorf("ack job: %w", err)
+	}
+	return nil
+}
+
+// deliveryEvent reports one attempt. Its id is the job id's (which carries
+// the attempt number), so a repeated publish of the same attempt is stored
+// once.
+func deliveryEvent(env *envelope.Envelope, poolName string, ip pool.IP, res delivery.Result, pl plan, start, end time.Time) *events.Event {
+	return &events.Event{
+		ID: env.JobID() + ".delivery", Type: events.TypeDelivery, Time: end.UTC(),
+		Tenant: env.Tenant, MsgID: env.ID,
+		Delivery: &events.Delivery{
+			Domain: env.Domain, Pool: poolName, SourceIP: ip.Address, MX: res.MX,
+			Attempt: env.Attempt + 1, DurationMs: end.Sub(start).Milliseconds(),
+			NextAttempt: pl.next, Rcpts: pl.rcpts,
+		},
+	}
+}
+
+func logAttempt(log *slog.Logger, ev *events.Event, pl plan, res delivery.Result) {
+	counts := map[events.Outcome]int{}
+	for _, r := range pl.rcpts {
+		counts[r.Outcome]++
+	}
+	attrs := []any{"mx", res.MX, "source_ip", ev.Delivery.SourceIP, "duration_ms", ev.Delivery.DurationMs,
+		"delivered", counts[events.OutcomeDelivered], "deferred", counts[events.OutcomeDeferred],
+		"bounced", counts[events.OutcomeBounced], "expired", counts[events.OutcomeExpired]}
+	for _, r := range res.Rcpts {
+		if r.Err != nil {
+			attrs = append(attrs, "smtp_code", r.Err.Code, "err", r.Err)
+			break
+		}
+	}
+	if !pl.final() {
+		attrs = append(attrs, "next_attempt", pl.next)
+	}
+	log.Info("delivery attempt", attrs...)
+}
+
+// keepAlive tells JetStream the job is still being worked on (InProgress)
+// every interval until stop is called, so that a long transfer is not
+// redelivered to another sender.
+func keepAlive(m jetstream.Msg, every time.Duration) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(max(every, 100*time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = m.InProgress()
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
