@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -37,6 +38,9 @@ type Options struct {
 	Resolver delivery.Resolver
 	// Dial replaces the dialer bound to the pool address.
 	Dial delivery.DialFunc
+	// Name identifies this sender process in delivery events; default
+	// host:pid.
+	Name string
 }
 
 // Run delivers the jobs of the configured pools until ctx ends, then stops
@@ -60,6 +64,10 @@ func RunWith(ctx context.Context, cfg Config, pools pool.Set, b *bus.Bus, log *s
 	if opts.Rand == nil {
 		opts.Rand = rand.Float64
 	}
+	if opts.Name == "" {
+		host, _ := os.Hostname()
+		opts.Name = fmt.Sprintf("%s:%d", host, os.Getpid())
+	}
 	if opts.Resolver == nil && cfg.Transports["*"] == "" {
 		r, err := resolver.New(cfg.Resolver, cfg.ResolverTimeout)
 		if err != nil {
@@ -68,7 +76,7 @@ func RunWith(ctx context.Context, cfg Config, pools pool.Set, b *bus.Bus, log *s
 		opts.Resolver = r
 	}
 	s := &sender{
-		cfg: cfg, b: b, log: log, now: opts.Now, rand: opts.Rand,
+		cfg: cfg, b: b, log: log, now: opts.Now, rand: opts.Rand, name: opts.Name,
 		rotation: map[string]*atomic.Uint64{},
 		d: delivery.New(delivery.Options{
 			Resolver: opts.Resolver, Dial: opts.Dial, Transports: cfg.Transports, Port: cfg.SMTPPort,
@@ -137,6 +145,7 @@ type sender struct {
 	log  *slog.Logger
 	now  func() time.Time
 	rand func() float64
+	name string
 	// rotation counts connections per pool to take its addresses in turn.
 	rotation map[string]*atomic.Uint64
 }
@@ -195,6 +204,7 @@ func (s *sender) handle(ctx context.Context, p pool.Pool, m jetstream.Msg, log *
 	end := s.now()
 	pl := decide(env, res, attempted, end, s.cfg.Retry, s.rand)
 	ev := deliveryEvent(env, p.Name, ip, res, pl, start, end)
+	ev.Delivery.Sender = s.name
 	if err := s.finish(ctx, m, env, pl, ev, log); err != nil {
 		// The attempt will be repeated; a recipient already delivered may
 		// receive it twice (at-least-once).

@@ -186,8 +186,8 @@ func TestSender_DeliversAndAcks(t *testing.T) {
 	w.publish(t, &envelope.Envelope{Tenant: "demo", From: "a@demo.example", Rcpts: []string{"b@example.net", "c@example.net"}, Domain: "example.net"}, body)
 
 	d := w.next(t)
-	if d.Attempt != 1 || d.Pool != "shared" || d.Domain != "example.net" || !d.NextAttempt.IsZero() {
-		t.Errorf("event %+v, want attempt 1 of example.net in pool shared, no next attempt", d)
+	if d.Attempt != 1 || d.Pool != "shared" || d.Domain != "example.net" || !d.NextAttempt.IsZero() || d.Sender == "" {
+		t.Errorf("event %+v, want attempt 1 of example.net in pool shared by a named sender, no next attempt", d)
 	}
 	for _, rr := range d.Rcpts {
 		if rr.Outcome != events.OutcomeDelivered || rr.Code != 250 || rr.Enhanced != "2.0.0" {
