@@ -172,7 +172,7 @@ func extract(m *mailparse.Message, mask uint64, seen []uint64) features {
 // body) bigrams; with sh, every word is also fed to the fingerprint. It
 // returns the number of words.
 func (x *extractor) words(prefix, text string, sh *simhasher) int {
-	bigrams := prefix == famBody
+	bigrams := prefix == famBody || prefix == famSubject
 	ph := hashString(fnvOffset, prefix)
 	phAt := hashString(fnvOffset, prefix+"@")
 	phCaps := hashString(fnvOffset, famCaps+prefix)

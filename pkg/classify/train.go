@@ -24,10 +24,10 @@ type TrainOptions struct {
 	Epochs int
 	// Rate is the AdaGrad base learning rate. Default 0.2.
 	Rate float64
-	// L2 is the L2 regularisation strength per update. Default 1e-4.
+	// L2 is the L2 regularisation strength per update. Default 5e-5.
 	L2 float64
 	// HamWeight weighs the loss of ham examples relative to spam, so the
-	// model leans away from false positives. Default 1.5.
+	// model leans away from false positives. Default 1.75.
 	HamWeight float64
 	// TokenNorm is the length of a message's token feature vector (see
 	// tokenScale). Default 8.
@@ -51,10 +51,10 @@ func (o TrainOptions) withDefaults() TrainOptions {
 		o.Rate = 0.2
 	}
 	if o.L2 == 0 {
-		o.L2 = 1e-4
+		o.L2 = 5e-5
 	}
 	if o.HamWeight == 0 {
-		o.HamWeight = 1.5
+		o.HamWeight = 1.75
 	}
 	if o.TokenNorm == 0 {
 		o.TokenNorm = 8
