@@ -6,6 +6,8 @@ import (
 	"math"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
+
 	"github.com/outflowmail/outflow/pkg/envelope"
 	"github.com/outflowmail/outflow/pkg/events"
 )
@@ -111,50 +113,71 @@ func (s *Store) insert(ctx context.Context, t table, rows [][]any) error {
 // Present returns the ids of those evs that already have rows. A caller that
 // may be repeating an insert (a redelivered event, a retry after a partial
 // failure) drops these first, so that plain counts stay exact without waiting
-// for merges. It searches only the partitions the events' times point to.
+// for merges. The lookup goes through the tables' primary key (tenant,
+// msg_id) and only the partitions the events' times point to.
 func (s *Store) Present(ctx context.Context, evs []*events.Event) (map[string]bool, error) {
 	found := map[string]bool{}
+	// ClickHouse limits a query's text to 256 KiB by default (max_query_size).
+	const chunk = 500
 	for _, t := range tables() {
-		var ids []string
-		var from, to time.Time
+		var todo []*events.Event
 		for _, e := range evs {
-			if !Storable(e) || len(t.rows(e)) == 0 {
-				continue
-			}
-			ids = append(ids, e.ID)
-			rt := t.rowTime(e)
-			if from.IsZero() || rt.Before(from) {
-				from = rt
-			}
-			if rt.After(to) {
-				to = rt
+			if Storable(e) && len(t.rows(e)) > 0 {
+				todo = append(todo, e)
 			}
 		}
-		if len(ids) == 0 {
-			continue
-		}
-		// has() rather than IN: 18.16 does not accept an array after IN.
-		q := fmt.Sprintf("SELECT DISTINCT event_id FROM %s WHERE %s BETWEEN ? AND ? AND has(?, event_id)",
-			t.name, t.timeColumn)
-		rows, err := s.conn.Query(ctx, q, from, to, ids)
-		if err != nil {
-			return nil, fmt.Errorf("look up %s: %w", t.name, err)
-		}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("look up %s: %w", t.name, err)
+		for len(todo) > 0 {
+			n := min(chunk, len(todo))
+			if err := s.present(ctx, t, todo[:n], found); err != nil {
+				return nil, err
 			}
-			found[id] = true
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, fmt.Errorf("look up %s: %w", t.name, err)
+			todo = todo[n:]
 		}
 	}
 	return found, nil
+}
+
+func (s *Store) present(ctx context.Context, t table, evs []*events.Event, found map[string]bool) error {
+	var tenants, msgIDs, ids []any
+	seen := map[string]bool{}
+	add := func(list *[]any, kind, v string) {
+		if !seen[kind+v] {
+			seen[kind+v] = true
+			*list = append(*list, v)
+		}
+	}
+	from, to := t.rowTime(evs[0]), t.rowTime(evs[0])
+	for _, e := range evs {
+		add(&tenants, "t:", e.Tenant)
+		add(&msgIDs, "m:", e.MsgID)
+		add(&ids, "e:", e.ID)
+		rt := t.rowTime(e)
+		if rt.Before(from) {
+			from = rt
+		}
+		if rt.After(to) {
+			to = rt
+		}
+	}
+	q := fmt.Sprintf("SELECT DISTINCT event_id FROM %s WHERE %s BETWEEN ? AND ? AND tenant IN ? AND msg_id IN ? AND event_id IN ?",
+		t.name, t.timeColumn)
+	rows, err := s.conn.Query(ctx, q, from, to,
+		clickhouse.GroupSet{Value: tenants}, clickhouse.GroupSet{Value: msgIDs}, clickhouse.GroupSet{Value: ids})
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", t.name, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return fmt.Errorf("look up %s: %w", t.name, err)
+		}
+		found[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("look up %s: %w", t.name, err)
+	}
+	return nil
 }
 
 // unique drops later events whose id was seen earlier in evs.
