@@ -28,6 +28,7 @@ func TestStore(t *testing.T) {
 		{"InsertValues", testInsertValues},
 		{"DuplicatesCountOnce", testDuplicatesCountOnce},
 		{"Present", testPresent},
+		{"PresentManyEvents", testPresentMany},
 	}
 	for i, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
@@ -235,6 +236,32 @@ func testPresent(t *testing.T, s *chstore.Store) {
 	for _, e := range fresh {
 		if got[e.ID] {
 			t.Errorf("Present reports new event %s", e.ID)
+		}
+	}
+}
+
+// testPresentMany looks up more events than fit one query.
+func testPresentMany(t *testing.T, s *chstore.Store) {
+	ctx := context.Background()
+	at := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	var stored, fresh []*events.Event
+	for i := range 400 {
+		stored = append(stored, sampleEvents(fmt.Sprintf("stored-%d", i), at.Add(time.Duration(i)*time.Second))...)
+		fresh = append(fresh, sampleEvents(fmt.Sprintf("fresh-%d", i), at.Add(time.Duration(i)*time.Second))...)
+	}
+	if err := s.Insert(ctx, stored); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Present(ctx, append(slices.Clone(fresh), stored...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(stored) {
+		t.Errorf("Present found %d events, want %d", len(got), len(stored))
+	}
+	for _, e := range stored {
+		if !got[e.ID] {
+			t.Fatalf("Present misses stored event %s", e.ID)
 		}
 	}
 }
