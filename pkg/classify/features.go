@@ -57,6 +57,18 @@ type extractor struct {
 	// phishAnchor: a word that every phishing phrase contains was seen, so
 	// the phrase search is worth running.
 	phishAnchor bool
+	// domains caches regDomain per host: links repeat hosts.
+	domains map[string]string
+}
+
+// regDomain is the cached registered domain of host.
+func (x *extractor) regDomain(host string) string {
+	if d, ok := x.domains[host]; ok {
+		return d
+	}
+	d := regDomain(host)
+	x.domains[host] = d
+	return d
 }
 
 func (x *extractor) addHash(h uint64) {
@@ -132,9 +144,10 @@ func regDomain(host string) string {
 func extract(m *mailparse.Message, mask uint64, seen []uint64) features {
 	// About one feature per five bytes of text, more with bigrams.
 	est := min((len(m.Text)+len(m.HTMLText))/3+256, 1<<16)
-	x := &extractor{mask: mask, ids: make([]uint32, 0, est), buf: make([]byte, 0, 64), seen: seen}
+	x := &extractor{mask: mask, ids: make([]uint32, 0, est), buf: make([]byte, 0, 64), seen: seen,
+		domains: make(map[string]string, 8)}
 	var f features
-	s := &signals{}
+	s := &signals{x: x}
 
 	x.fam = familySubject
 	x.words(famSubject, m.Subject, nil)
@@ -394,7 +407,7 @@ func (x *extractor) urls(m *mailparse.Message) {
 		if !seen[l.Host] {
 			seen[l.Host] = true
 			x.addS(famURL+"host:", l.Host)
-			rd := regDomain(l.Host)
+			rd := x.regDomain(l.Host)
 			x.addS(famURL+"dom:", rd)
 			if i := strings.LastIndexByte(l.Host, '.'); i >= 0 && !l.IP {
 				x.addS(famURL+"tld:", l.Host[i+1:])
@@ -455,6 +468,7 @@ func (x *extractor) meta(m *mailparse.Message, bodyWords int) {
 
 // signals are message measurements shared by several rules.
 type signals struct {
+	x           *extractor // for its domain cache
 	bodyWords   int
 	phishAnchor bool
 }
@@ -562,12 +576,13 @@ func (s *signals) rules(m *mailparse.Message, r *[numRules]bool) {
 		if l.UserInfo {
 			r[ruleURLUserInfo] = true
 		}
-		if fromDom != "" && regDomain(l.Host) == fromDom {
+		host := s.x.regDomain(l.Host)
+		if fromDom != "" && host == fromDom {
 			r[ruleURLFromDomain] = true
 		}
 		if l.Source == mailparse.LinkHref && l.Text != "" {
 			for _, d := range domainsIn(l.Text) {
-				if regDomain(d) != regDomain(l.Host) {
+				if s.x.regDomain(d) != host {
 					r[ruleLinkTextMismatch] = true
 				}
 				break

@@ -106,21 +106,7 @@ func (p *parser) entity(h textproto.Header, body io.Reader, depth int, whole []b
 			return
 		}
 		br := bufio.NewReaderSize(decodeTransfer(h.Get("Content-Transfer-Encoding"), body, m), 4096)
-		var inner textproto.Header
-		for range 4096 {
-			ih, err := textproto.ReadHeader(br)
-			fs := ih.Fields()
-			for fs.Next() {
-				inner.Add(fs.Key(), fs.Value())
-			}
-			if err == nil || err == io.EOF {
-				break
-			}
-			m.defect(DefectHeaderSyntax)
-			if _, perr := br.Peek(1); perr != nil {
-				break
-			}
-		}
+		inner := p.readHeaderFrom(br)
 		// The attached message's subject is text the recipient reads.
 		if s := inner.Get("Subject"); s != "" {
 			p.addText(&m.Text, DecodeHeader(s)+"\n")

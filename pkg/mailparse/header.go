@@ -19,13 +19,24 @@ const maxRecipients = 64
 // readHeader reads a header block leniently: a line that is not a field is
 // skipped (and recorded) instead of ending the header.
 func (p *parser) readHeader(block []byte) textproto.Header {
-	br := bufio.NewReaderSize(bytes.NewReader(block), 4096)
-	var all textproto.Header
-	for range 4096 {
-		h, err := textproto.ReadHeader(br)
-		fields := h.Fields()
-		for fields.Next() {
-			all.Add(fields.Key(), fields.Value())
+	return p.readHeaderFrom(bufio.NewReaderSize(bytes.NewReader(block), 4096))
+}
+
+// readHeaderFrom reads a header block from br, as readHeader does.
+func (p *parser) readHeaderFrom(br *bufio.Reader) textproto.Header {
+	h, err := textproto.ReadHeader(br)
+	if err == nil || err == io.EOF {
+		return h // the usual case: nothing to merge
+	}
+	type kv struct{ k, v string }
+	var fields []kv
+	for i := 0; i < 4096; i++ {
+		if i > 0 {
+			h, err = textproto.ReadHeader(br)
+		}
+		fs := h.Fields()
+		for fs.Next() {
+			fields = append(fields, kv{fs.Key(), fs.Value()})
 		}
 		if err == nil || err == io.EOF {
 			break
@@ -34,6 +45,11 @@ func (p *parser) readHeader(block []byte) textproto.Header {
 		if _, perr := br.Peek(1); perr != nil {
 			break
 		}
+	}
+	// Header.Add puts a field first, so add in reverse to keep the order.
+	var all textproto.Header
+	for i := len(fields) - 1; i >= 0; i-- {
+		all.Add(fields[i].k, fields[i].v)
 	}
 	return all
 }

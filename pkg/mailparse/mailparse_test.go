@@ -46,8 +46,21 @@ func TestParse_Shapes(t *testing.T) {
 			give:     "From a@example.com  Thu Aug 22 13:27:39 2002\nSubject: x\n\nhello\n",
 			wantText: "hello",
 			check: func(t *testing.T, m *Message) {
-				if m.Subject != "x" || m.HasDefect(DefectHeaderSyntax) {
+				if len(m.Header) != 1 || m.Subject != "x" || m.HasDefect(DefectHeaderSyntax) {
 					t.Errorf("Subject = %q, defects %v", m.Subject, m.Defects)
+				}
+			},
+		},
+		{
+			name:     "malformed header line is skipped",
+			give:     "Subject: a\nthis is not a header\nFrom: b@c.example\n\nbody\n",
+			wantText: "body",
+			check: func(t *testing.T, m *Message) {
+				if m.Subject != "a" || m.From.Domain != "c.example" || !m.HasDefect(DefectHeaderSyntax) {
+					t.Errorf("Subject %q From %+v defects %v", m.Subject, m.From, m.Defects)
+				}
+				if len(m.Header) != 2 || m.Header[0].Name != "Subject" || m.Header[1].Name != "From" {
+					t.Errorf("Header = %+v, want Subject then From", m.Header)
 				}
 			},
 		},
@@ -511,6 +524,25 @@ func TestDecodeQP(t *testing.T) {
 	for _, tt := range tests {
 		if got := string(decodeQP([]byte(tt.give), &Message{})); got != tt.want {
 			t.Errorf("decodeQP(%q) = %q, want %q", tt.give, got, tt.want)
+		}
+	}
+}
+
+func TestParse_HeaderOrder(t *testing.T) {
+	for _, give := range []string{
+		"X-A: 1\nX-B: 2\nX-A: 3\n\nbody\n",
+		"X-A: 1\nnot a field\nX-B: 2\nX-A: 3\n\nbody\n",
+	} {
+		m := Parse([]byte(give), Limits{})
+		var got []string
+		for _, f := range m.Header {
+			got = append(got, f.Name+"="+f.Value)
+		}
+		if want := "X-A=1 X-B=2 X-A=3"; strings.Join(got, " ") != want {
+			t.Errorf("Parse(%q).Header = %v, want %s", give, got, want)
+		}
+		if m.Get("x-a") != "1" {
+			t.Errorf("Get(x-a) = %q, want the first field", m.Get("x-a"))
 		}
 	}
 }
