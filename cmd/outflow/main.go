@@ -24,8 +24,11 @@ func main() {
 
 const usage = `usage: outflow <command> [flags]
 
+Roles take -config FILE (default deploy/local/outflow.yaml) and -nats URL.
+
 commands:
   all          run every role in one process with an embedded NATS server
+  nats         run only the embedded NATS server (for separate role processes)
   ingest       SMTP submission (and MX) listener
   classifier   score submitted messages
   router       choose an IP pool for each message
@@ -49,7 +52,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		if len(args) > 1 && args[1] == "train" {
 			return runClassifierTrain(ctx, args[2:], stdout, stderr)
 		}
-		return fmt.Errorf("classifier role: not built yet")
+		return runRole(ctx, "classifier", args[1:], stderr)
+	case "all", "nats", "ingest", "router", "sender", "analytics":
+		return runRole(ctx, args[0], args[1:], stderr)
+	case "ctl":
+		return runCtl(ctx, args[1:], stdin, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "outflow", version)
 		return nil

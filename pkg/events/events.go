@@ -98,7 +98,10 @@ type Delivery struct {
 	Pool     string `json:"pool"`
 	SourceIP string `json:"source_ip"`
 	MX       string `json:"mx"`
-	Attempt  int    `json:"attempt"`
+	// Sender names the sender process that made the attempt (host:pid), so
+	// an operator can tell several sender processes apart.
+	Sender  string `json:"sender,omitempty"`
+	Attempt int    `json:"attempt"`
 	// Duration of the attempt (connect to final reply).
 	DurationMs int64 `json:"duration_ms"`
 	// NextAttempt is set when some recipient was deferred.

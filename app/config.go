@@ -1,0 +1,180 @@
+package app
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/outflowmail/outflow/pkg/bus"
+	"github.com/outflowmail/outflow/pkg/classify"
+	"github.com/outflowmail/outflow/pkg/natsserver"
+	"github.com/outflowmail/outflow/pkg/pool"
+	"github.com/outflowmail/outflow/pkg/tenant"
+	"github.com/outflowmail/outflow/services/analytics"
+	"github.com/outflowmail/outflow/services/capture"
+	"github.com/outflowmail/outflow/services/classifier"
+	"github.com/outflowmail/outflow/services/ingest"
+	"github.com/outflowmail/outflow/services/router"
+	"github.com/outflowmail/outflow/services/sender"
+)
+
+// Config is the whole configuration file: one section per package.
+type Config struct {
+	Log  LogConfig  `yaml:"log"`
+	NATS NATSConfig `yaml:"nats"`
+	// Pools are the outbound IP pools, shared by router and sender.
+	Pools pool.Set `yaml:"pools"`
+	// Tenants are created at start when they do not exist yet (development
+	// and first installs); afterwards "outflow ctl" manages them.
+	Tenants    []SeedTenant     `yaml:"tenants"`
+	Ingest     ingest.Config    `yaml:"ingest"`
+	Classifier ClassifierConfig `yaml:"classifier"`
+	Router     router.Config    `yaml:"router"`
+	Sender     sender.Config    `yaml:"sender"`
+	Analytics  analytics.Config `yaml:"analytics"`
+	Capture    CaptureConfig    `yaml:"capture"`
+}
+
+// LogConfig sets up log/slog.
+type LogConfig struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is text or json.
+	Format string `yaml:"format"`
+}
+
+// NATSConfig is the bus configuration plus the embedded server's.
+type NATSConfig struct {
+	bus.Config `yaml:",inline"`
+	// Embedded is the server "outflow all" (with an empty url) and
+	// "outflow nats" run in-process.
+	Embedded natsserver.Config `yaml:"embedded"`
+}
+
+// ClassifierConfig is the classifier role and its engine.
+type ClassifierConfig struct {
+	classifier.Config `yaml:",inline"`
+	// Engine holds the thresholds and rule settings of the spam engine.
+	Engine classify.Config `yaml:"engine"`
+}
+
+// CaptureConfig enables the built-in capture receiver (development and
+// benchmarks: it stands in for the Internet's MX hosts).
+type CaptureConfig struct {
+	Enabled        bool `yaml:"enabled"`
+	capture.Config `yaml:",inline"`
+}
+
+// SeedTenant is a tenant created at start if absent.
+type SeedTenant struct {
+	ID string `yaml:"id"`
+	// PasswordHash is a bcrypt hash ("outflow ctl hash-password" prints one).
+	PasswordHash string   `yaml:"password_hash"`
+	Domains      []string `yaml:"domains"`
+	ClientIPs    []string `yaml:"client_ips"`
+	Pool         string   `yaml:"pool"`
+}
+
+// Tenant converts the seed to a tenant record.
+func (s SeedTenant) Tenant() (*tenant.Tenant, error) {
+	t := &tenant.Tenant{ID: s.ID, PasswordHash: s.PasswordHash, ClientIPs: s.ClientIPs, Pool: s.Pool}
+	for _, d := range s.Domains {
+		if err := t.AddDomain(d); err != nil {
+			return nil, err
+		}
+	}
+	return t, t.Validate()
+}
+
+// DefaultConfig returns every package's defaults.
+func DefaultConfig() Config {
+	return Config{
+		Log:        LogConfig{Level: "info", Format: "text"},
+		NATS:       NATSConfig{Config: bus.DefaultConfig(), Embedded: natsserver.DefaultConfig()},
+		Ingest:     ingest.DefaultConfig(),
+		Classifier: ClassifierConfig{Engine: classify.DefaultConfig()},
+		Router:     router.DefaultConfig(),
+		Sender:     sender.DefaultConfig(),
+		Analytics:  analytics.DefaultConfig(),
+		Capture:    CaptureConfig{Config: capture.DefaultConfig()},
+	}
+}
+
+// Load reads a configuration file over the defaults. Unknown keys are
+// errors, and so is any value that fails validation; both name the key.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	cfg, err := Parse(f)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse reads a configuration from r over the defaults and validates it.
+func Parse(r io.Reader) (*Config, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	cfg := DefaultConfig()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// Validate checks every section.
+func (c *Config) Validate() error {
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level: %q, want debug, info, warn or error", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		return fmt.Errorf("log.format: %q, want text or json", c.Log.Format)
+	}
+	checks := []func() error{
+		c.NATS.Config.Validate, c.NATS.Embedded.Validate, c.Pools.Validate,
+		c.Ingest.Validate, c.Classifier.Config.Validate, c.Classifier.Engine.Validate,
+		c.Router.Validate, c.Sender.Validate, c.Analytics.Validate,
+	}
+	if c.Capture.Enabled {
+		checks = append(checks, c.Capture.Config.Validate)
+	}
+	for _, check := range checks {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	for i, s := range c.Tenants {
+		if _, err := s.Tenant(); err != nil {
+			return fmt.Errorf("tenants[%d]: %w", i, err)
+		}
+		if s.Pool != "" {
+			if _, ok := c.Pools.Get(s.Pool); !ok {
+				return fmt.Errorf("tenants[%d].pool: no pool named %q", i, s.Pool)
+			}
+		}
+	}
+	for i, name := range c.Sender.Pools {
+		if _, ok := c.Pools.Get(name); !ok {
+			return fmt.Errorf("sender.pools[%d]: no pool named %q", i, name)
+		}
+	}
+	return nil
+}
