@@ -59,3 +59,6 @@ eval-classifier:
 # Rebuild the embedded classifier model (deterministic: byte-identical).
 model:
 	$(GO) run ./cmd/outflow classifier train -corpus $(CORPUS) -out pkg/classify/model.bin
+
+# Every quality evaluation on the shared corpora (the classifier's today).
+eval: eval-classifier
