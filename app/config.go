@@ -130,12 +130,59 @@ func Parse(r io.Reader) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return nil, errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, errors.New(nameKeys(data, strings.TrimPrefix(err.Error(), "yaml: ")))
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
+}
+
+// nameKeys adds the dotted key to yaml.v3's "line N: ..." messages, which
+// name only the line, so that every configuration error names its key.
+func nameKeys(data []byte, msg string) string {
+	var root yaml.Node
+	if yaml.Unmarshal(data, &root) != nil {
+		return msg
+	}
+	keys := map[int]string{}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				p := k.Value
+				if path != "" {
+					p = path + "." + k.Value
+				}
+				if _, ok := keys[v.Line]; !ok || v.Kind == yaml.ScalarNode {
+					keys[v.Line] = p
+				}
+				walk(v, p)
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				walk(c, fmt.Sprintf("%s[%d]", path, i))
+			}
+		}
+	}
+	walk(&root, "")
+	lines := strings.Split(msg, "\n")
+	for i, l := range lines {
+		var n int
+		t := strings.TrimSpace(l)
+		if _, err := fmt.Sscanf(t, "line %d:", &n); err == nil {
+			if k, ok := keys[n]; ok && !strings.Contains(t, "not found in type") {
+				lines[i] = strings.Replace(l, fmt.Sprintf("line %d:", n), fmt.Sprintf("line %d: %s:", n, k), 1)
+			}
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 // Validate checks every section.
