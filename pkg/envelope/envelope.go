@@ -34,30 +34,12 @@ var (
 	ErrNoEnvelope = errors.New("envelope: missing " + HeaderEnvelope + " header")
 )
 
-// Verdict is the classifier's judgement as carried on the bus. It mirrors
-// classify.Verdict so that this package does not depend on the engine.
-type Verdict struct {
-	Score       float64  `json:"score"`
-	Label       string   `json:"label"`
-	Symbols     []Symbol `json:"symbols,omitempty"`
-	Fingerprint string   `json:"fingerprint,omitempty"`
-	Model       string   `json:"model,omitempty"`
-}
-
-// Event returns the verdict in its event form.
-func (v Verdict) Event() events.Verdict {
-	ev := events.Verdict{Score: v.Score, Label: v.Label, Fingerprint: v.Fingerprint, Model: v.Model}
-	for _, s := range v.Symbols {
-		ev.Symbols = append(ev.Symbols, events.Symbol{Name: s.Name, Weight: s.Weight})
-	}
-	return ev
-}
+// Verdict is the classifier's judgement as carried on the bus; it is the
+// same record the verdict event reports.
+type Verdict = events.Verdict
 
 // Symbol is one rule or model contribution to a verdict.
-type Symbol struct {
-	Name   string  `json:"name"`
-	Weight float64 `json:"weight"`
-}
+type Symbol = events.Symbol
 
 // Envelope describes one message (or, after routing, one delivery job: the
 // recipients of one domain).

@@ -76,10 +76,9 @@ func handle(ctx context.Context, sc Scorer, b *bus.Bus, log *slog.Logger, m jets
 		_ = m.NakWithDelay(time.Second)
 		return
 	}
-	ev := v.Event()
 	event := &events.Event{
 		ID: env.ID + ".verdict", Type: events.TypeVerdict, Time: time.Now().UTC(),
-		Tenant: env.Tenant, MsgID: env.ID, Verdict: &ev,
+		Tenant: env.Tenant, MsgID: env.ID, Verdict: env.Verdict,
 	}
 	if err := b.PublishEvent(ctx, event); err != nil {
 		// The classified message is already stored under its id; a retry

@@ -137,7 +137,7 @@ func route(ctx context.Context, pools pool.Set, dir *tenant.Directory, b *bus.Bu
 		},
 	}
 	if env.Verdict != nil {
-		ev.Routed.Verdict = env.Verdict.Event()
+		ev.Routed.Verdict = *env.Verdict
 	}
 	if err := b.PublishEvent(ctx, ev); err != nil {
 		return err
