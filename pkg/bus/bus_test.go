@@ -55,7 +55,7 @@ func TestPublishMessage_InlineAndByReference(t *testing.T) {
 	}
 	for _, tt := range tests {
 		body := bytes.Repeat([]byte("x"), tt.size)
-		env := &envelope.Envelope{ID: envelope.NewID(), Tenant: "t"}
+		env := &envelope.Envelope{ID: envelope.NewID(), Tenant: "t", Size: int64(len(body))}
 		if err := b.PublishMessage(ctx, SubjectSubmitted, env.ID, env, body); err != nil {
 			t.Fatalf("%s: %v", tt.name, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,15 +20,15 @@ import (
 // reference is not stored again) and the bus message carries only the
 // envelope. It returns when JetStream has acknowledged the message.
 func (b *Bus) PublishMessage(ctx context.Context, subject, msgID string, env *envelope.Envelope, body []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout)
-	defer cancel()
 	m := nats.NewMsg(subject)
 	if env.BodyRef == "" && len(body) > b.cfg.InlineLimit {
-		if _, err := b.Bodies.PutBytes(ctx, env.ID, body); err != nil {
-			return fmt.Errorf("store body %s: %w", env.ID, err)
+		if err := b.putBody(ctx, env.ID, body); err != nil {
+			return err
 		}
 		env.BodyRef = env.ID
 	}
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout)
+	defer cancel()
 	if env.BodyRef == "" {
 		m.Data = body
 	}
@@ -40,11 +41,31 @@ func (b *Bus) PublishMessage(ctx context.Context, subject, msgID string, env *en
 	return nil
 }
 
+// putBody stores a large body in the object store.
+func (b *Bus) putBody(ctx context.Context, name string, body []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, b.bodyTimeout(len(body)))
+	defer cancel()
+	if _, err := b.Bodies.PutBytes(ctx, name, body); err != nil {
+		return fmt.Errorf("store body %s: %w", name, err)
+	}
+	return nil
+}
+
+// bodyTimeout bounds moving a body of size bytes through the object store:
+// the publish timeout plus a second per MiB, because a 25 MiB body is about
+// 200 chunks, each fsynced with sync_always, and JetStream's 5 s default
+// would fail it on a busy disk.
+func (b *Bus) bodyTimeout(size int) time.Duration {
+	return b.cfg.PublishTimeout + time.Duration(size>>20)*time.Second
+}
+
 // Body returns a bus message's body: its payload, or the referenced object.
 func (b *Bus) Body(ctx context.Context, env *envelope.Envelope, payload []byte) ([]byte, error) {
 	if env.BodyRef == "" {
 		return payload, nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, b.bodyTimeout(int(env.Size)))
+	defer cancel()
 	body, err := b.Bodies.GetBytes(ctx, env.BodyRef)
 	if err != nil {
 		return nil, fmt.Errorf("load body %s: %w", env.BodyRef, err)
