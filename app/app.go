@@ -241,7 +241,9 @@ func seedTenants(ctx context.Context, s tenant.Store, seeds []SeedTenant, log *s
 			return err
 		}
 		t.Created = time.Now().UTC()
-		if err := s.Create(ctx, t); err != nil {
+		if err := s.Create(ctx, t); errors.Is(err, tenant.ErrExists) {
+			continue // another process seeded it first
+		} else if err != nil {
 			return err
 		}
 		log.Info("seeded tenant", "tenant", t.ID)

@@ -59,7 +59,9 @@ func (s Store) Create(ctx context.Context, t *Tenant) error {
 	if err != nil {
 		return fmt.Errorf("encode tenant %s: %w", t.ID, err)
 	}
-	if _, err := s.Tenants.Create(ctx, t.ID, b); err != nil {
+	if _, err := s.Tenants.Create(ctx, t.ID, b); errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("create tenant %s: %w", t.ID, ErrExists)
+	} else if err != nil {
 		return fmt.Errorf("create tenant %s: %w", t.ID, err)
 	}
 	return nil

@@ -21,6 +21,8 @@ import (
 var (
 	// ErrNotFound: no tenant with that id.
 	ErrNotFound = errors.New("tenant: not found")
+	// ErrExists: a tenant with that id exists already.
+	ErrExists = errors.New("tenant: exists already")
 	// ErrBadPassword: the password does not match the stored hash.
 	ErrBadPassword = errors.New("tenant: bad password")
 )
