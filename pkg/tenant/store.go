@@ -115,7 +115,15 @@ type Directory struct {
 	mu       sync.RWMutex
 	tenants  map[string]*Tenant
 	policies map[string]Policy
-	ready    chan struct{}
+	// ranges are every tenant's client_ips, parsed once per tenant change
+	// rather than on every connection.
+	ranges []clientRange
+	ready  chan struct{}
+}
+
+type clientRange struct {
+	prefix netip.Prefix
+	tenant *Tenant
 }
 
 // NewDirectory returns an empty directory; Run fills it.
@@ -175,6 +183,7 @@ func (d *Directory) Run(ctx context.Context, s Store, log *slog.Logger) error {
 func (d *Directory) applyTenant(e jetstream.KeyValueEntry, log *slog.Logger) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	defer d.indexRanges()
 	if e.Operation() != jetstream.KeyValuePut {
 		delete(d.tenants, e.Key())
 		return
@@ -185,6 +194,18 @@ func (d *Directory) applyTenant(e jetstream.KeyValueEntry, log *slog.Logger) {
 		return
 	}
 	d.tenants[e.Key()] = &t
+}
+
+// indexRanges rebuilds the parsed client ranges; d.mu must be held.
+func (d *Directory) indexRanges() {
+	d.ranges = d.ranges[:0]
+	for _, t := range d.tenants {
+		for _, c := range t.ClientIPs {
+			if p, err := netip.ParsePrefix(c); err == nil {
+				d.ranges = append(d.ranges, clientRange{prefix: p, tenant: t})
+			}
+		}
+	}
 }
 
 func (d *Directory) applyPolicy(e jetstream.KeyValueEntry, log *slog.Logger) {
@@ -219,15 +240,9 @@ func (d *Directory) ByClientIP(ip netip.Addr) *Tenant {
 	defer d.mu.RUnlock()
 	var best *Tenant
 	bestBits := -1
-	for _, t := range d.tenants {
-		for _, c := range t.ClientIPs {
-			p, err := netip.ParsePrefix(c)
-			if err != nil || !p.Contains(ip) {
-				continue
-			}
-			if p.Bits() > bestBits {
-				best, bestBits = t, p.Bits()
-			}
+	for _, r := range d.ranges {
+		if r.prefix.Contains(ip) && r.prefix.Bits() > bestBits {
+			best, bestBits = r.tenant, r.prefix.Bits()
 		}
 	}
 	return best
