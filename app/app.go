@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -88,7 +89,7 @@ func startEmbedded(cfg *Config, log *slog.Logger) (*server.Server, error) {
 // Run connects to NATS and runs the named roles until ctx ends.
 func Run(ctx context.Context, cfg *Config, roles []string, log *slog.Logger) error {
 	for _, r := range roles {
-		if !knownRole(r) {
+		if !slices.Contains(Roles, r) {
 			return fmt.Errorf("unknown role %q", r)
 		}
 	}
@@ -134,7 +135,7 @@ func Run(ctx context.Context, cfg *Config, roles []string, log *slog.Logger) err
 	var started []runningRole
 	failed := make(chan error, len(roles))
 	for _, name := range Roles {
-		if !contains(roles, name) {
+		if !slices.Contains(roles, name) {
 			continue
 		}
 		start, err := roleFunc(name, cfg, b, dir, log.With("role", name))
@@ -200,17 +201,6 @@ func roleFunc(name string, cfg *Config, b *bus.Bus, dir *tenant.Directory, log *
 		return func(ctx context.Context) error { return analytics.Run(ctx, cfg.Analytics, b, log) }, nil
 	}
 	return nil, fmt.Errorf("unknown role %q", name)
-}
-
-func knownRole(r string) bool { return contains(Roles, r) }
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // engineScorer adapts the spam engine to the classifier role's interface.

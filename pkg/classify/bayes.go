@@ -1,6 +1,7 @@
 package classify
 
 import (
+	"cmp"
 	"math"
 	"slices"
 )
@@ -65,7 +66,7 @@ func (m *Model) bayesScore(ids []uint32) (float64, bool) {
 	}
 	if len(fs) > bayesMaxTokens {
 		slices.SortFunc(fs, func(a, b float64) int {
-			return cmpF(math.Abs(b-0.5), math.Abs(a-0.5))
+			return cmp.Compare(math.Abs(b-0.5), math.Abs(a-0.5))
 		})
 		fs = fs[:bayesMaxTokens]
 	}
@@ -79,16 +80,6 @@ func (m *Model) bayesScore(ids []uint32) (float64, bool) {
 	a := chi2Q(-2*lnS, 2*n) // near 1 when tokens are spammy
 	b := chi2Q(-2*lnH, 2*n) // near 0 when tokens are spammy
 	return (1 + a - b) / 2, true
-}
-
-func cmpF(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // chi2Q is the survival function of the chi-square distribution with v

@@ -9,6 +9,7 @@ package spameval
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -151,7 +152,7 @@ func Evaluate(scored []Scored, threshold float64) Report {
 	r.Recall = ratio(r.TP, r.Spam)
 	r.FPRate = ratio(r.FP, r.Ham)
 	r.Precision = ratio(r.TP, r.TP+r.FP)
-	slices.SortFunc(ham, func(a, b float64) int { return -cmpFloat(a, b) })
+	slices.SortFunc(ham, func(a, b float64) int { return cmp.Compare(b, a) })
 	for i, target := range FPTargets() {
 		r.RecallAtFP[i] = recallAtFP(ham, spam, target)
 	}
@@ -178,16 +179,6 @@ func recallAtFP(hamDesc, spam []float64, target float64) float64 {
 		}
 	}
 	return float64(n) / float64(len(spam))
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func ratio(a, b int) float64 {

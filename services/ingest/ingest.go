@@ -36,7 +36,6 @@ var (
 	errBadMechanism  = &smtp.SMTPError{Code: 504, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Unrecognized authentication type"}
 	errNullSender    = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Submissions need a sender address"}
 	errBadAddress    = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad address syntax"}
-	errNoSuchTenant  = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
 	errNeedRecipient = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "No valid recipients"}
 )
 
@@ -226,7 +225,7 @@ func (ss *session) authenticate(username, password string) error {
 	t := ss.s.dir.Tenant(username)
 	if t == nil {
 		ss.s.log.Info("auth failed", "listener", ss.lc.Name, "client_ip", ss.clientIP, "reason", "unknown tenant")
-		return errNoSuchTenant
+		return errAuthInvalid
 	}
 	if err := t.CheckPassword(password); err != nil {
 		ss.s.log.Info("auth failed", "listener", ss.lc.Name, "client_ip", ss.clientIP, "tenant", t.ID)
@@ -243,7 +242,7 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 	// Read the tenant again: it may have changed since the connection began.
 	t := ss.s.dir.Tenant(ss.tenant.ID)
 	if t == nil {
-		return errNoSuchTenant
+		return errAuthInvalid
 	}
 	ss.tenant = t
 	if p := ss.s.dir.Policy(t.ID); p.State == tenant.StateSuspended {
