@@ -61,6 +61,8 @@ type Event struct {
 	Verdict  *Verdict  `json:"verdict,omitempty"`
 	Routed   *Routed   `json:"routed,omitempty"`
 	Delivery *Delivery `json:"delivery,omitempty"`
+	// Feedback payloads: bounce, complaint, dmarc, suppressed (feedback.go).
+	FeedbackPayloads
 }
 
 // Verdict is the classifier's judgement.
