@@ -23,6 +23,9 @@ const (
 	StreamOutbound   = "OUTBOUND"
 	StreamEvents     = "EVENTS"
 	StreamDead       = "DEADLETTER"
+	// StreamFeedback spools reports received on the MX listener (bounces,
+	// complaints, DMARC reports) for the feedback worker.
+	StreamFeedback = "FEEDBACK"
 
 	SubjectSubmitted  = "outflow.submitted"
 	SubjectClassified = "outflow.classified"
@@ -30,6 +33,8 @@ const (
 	SubjectOutbound = "outflow.outbound"
 	SubjectEvents   = "outflow.events"
 	SubjectDead     = "outflow.dead"
+	// SubjectFeedback + "." + mailbox (bounce, fbl, dmarc) carries reports.
+	SubjectFeedback = "outflow.feedback"
 
 	BucketTenants  = "tenants"
 	BucketPolicy   = "tenant-policy"
@@ -195,6 +200,7 @@ func (b *Bus) declareOnce(ctx context.Context) error {
 		work(StreamSubmitted, SubjectSubmitted),
 		work(StreamClassified, SubjectClassified),
 		work(StreamOutbound, SubjectOutbound+".>"),
+		work(StreamFeedback, SubjectFeedback+".>"),
 		{
 			Name:     StreamEvents,
 			Subjects: []string{SubjectEvents + ".>"},
