@@ -76,7 +76,7 @@ func startMX(t *testing.T, opts smtptest.Options, ips ...string) []*smtptest.Rec
 
 func job(rcpts ...string) Job {
 	return Job{Domain: "example.net", From: "a@demo.example", Rcpts: rcpts,
-		Body: []byte("Subject: hi\r\n\r\nhello\r\n"), Source: source1}
+		Body: []byte("Subject: hi\r\n\r\nhello\r\n"), Sources: []pool.IP{source1}}
 }
 
 func deliver(t *testing.T, d *Deliverer, j Job) Result {
@@ -275,7 +275,7 @@ func TestDeliver_BindsSourceAddressAndEHLO(t *testing.T) {
 	e := newEnv(t, "25", map[string]string{"*": r.Addr()})
 	for _, src := range []pool.IP{source1, source2} {
 		j := job("b@example.net")
-		j.Source = src
+		j.Sources = []pool.IP{src}
 		wantDelivered(t, deliver(t, e.d, j))
 	}
 	msgs := r.Messages()

@@ -28,6 +28,9 @@ var (
 	ErrSMTPUTF8 = errors.New("delivery: server does not support SMTPUTF8")
 	// ErrBadSource: the source address is not an IP address.
 	ErrBadSource = errors.New("delivery: bad source address")
+	// ErrNoSource: the Shaper left no source address usable toward the
+	// site (suspended, listed, over its warm-up cap).
+	ErrNoSource = errors.New("delivery: no source address may send")
 )
 
 // Stage is where in a delivery attempt an error happened.
@@ -42,6 +45,9 @@ const (
 	StageMail     Stage = "mail"
 	StageRcpt     Stage = "rcpt"
 	StageData     Stage = "data"
+	// StageShaping: shaping kept the recipients from being tried (no
+	// usable source, connection or rate limit); no server was asked.
+	StageShaping Stage = "shaping"
 )
 
 // Reply is an SMTP reply, or what stands for one when there was none: Code
@@ -132,6 +138,9 @@ func classify(stage Stage, host string, err error) *Error {
 // replyOf extracts an SMTP reply from go-smtp's error or from the
 // textproto error our STARTTLS exchange returns.
 func replyOf(err error) (code int, enhanced, text string, ok bool) {
+	if re, isReply := errors.AsType[*ReplyError](err); isReply {
+		return re.Code, re.Enhanced, re.Text, true
+	}
 	if se, isSMTP := errors.AsType[*smtp.SMTPError](err); isSMTP {
 		ec := se.EnhancedCode
 		if ec != smtp.NoEnhancedCode && ec != smtp.EnhancedCodeNotSet {

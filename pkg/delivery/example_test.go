@@ -21,7 +21,7 @@ func ExampleDeliverer_Deliver() {
 		From:   "bounces+1@outflow.example",
 		Rcpts:  []string{"b@example.net"},
 		Body:   []byte("Subject: hi\r\n\r\nhello\r\n"),
-		Source: pool.IP{Address: "192.0.2.25", EHLO: "out1.outflow.example"},
+		Sources: []pool.IP{{Address: "192.0.2.25", EHLO: "out1.outflow.example"}},
 	})
 	for _, rr := range res.Rcpts {
 		switch {

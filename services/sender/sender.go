@@ -195,10 +195,10 @@ func (s *sender) handle(ctx context.Context, p pool.Pool, m jetstream.Msg, log *
 			_ = m.NakWithDelay(busRetryDelay)
 			return
 		}
-		ip = p.IPs[s.rotation[p.Name].Add(1)%uint64(len(p.IPs))]
 		stop := keepAlive(m, s.b.Config().AckWait/3)
-		res = s.d.Deliver(ctx, delivery.Job{Domain: env.Domain, From: env.From, Rcpts: env.Rcpts, Body: body, Source: ip})
+		res = s.d.Deliver(ctx, delivery.Job{Domain: env.Domain, From: env.From, Rcpts: env.Rcpts, Body: body, Sources: p.IPs})
 		stop()
+		ip = res.Source
 		attempted = true
 	}
 	end := s.now()
