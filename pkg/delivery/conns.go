@@ -112,13 +112,14 @@ func (p *connPool) remove(s *session) bool {
 	return true
 }
 
-// closeIdleOf closes one idle session from src toward site, to free its
-// connection slot for a job bound for another address of that site.
-func (p *connPool) closeIdleOf(src netip.Addr, site string) bool {
+// closeIdleOf closes one idle session from src toward site but not to
+// addr, to free its connection slot for a job bound for addr (an idle
+// session to addr itself is taken, not closed).
+func (p *connPool) closeIdleOf(src netip.Addr, site string, addr netip.AddrPort) bool {
 	p.mu.Lock()
 	var victim *session
 	for k, l := range p.idle {
-		if k.src != src {
+		if k.src != src || k.addr == addr {
 			continue
 		}
 		if i := slices.IndexFunc(l, func(s *session) bool { return s.site == site }); i >= 0 {

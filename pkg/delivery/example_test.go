@@ -17,10 +17,10 @@ func ExampleDeliverer_Deliver() {
 	}
 	d := delivery.New(delivery.Options{Resolver: r})
 	res := d.Deliver(context.Background(), delivery.Job{
-		Domain: "example.net",
-		From:   "bounces+1@outflow.example",
-		Rcpts:  []string{"b@example.net"},
-		Body:   []byte("Subject: hi\r\n\r\nhello\r\n"),
+		Domain:  "example.net",
+		From:    "bounces+1@outflow.example",
+		Rcpts:   []string{"b@example.net"},
+		Body:    []byte("Subject: hi\r\n\r\nhello\r\n"),
 		Sources: []pool.IP{{Address: "192.0.2.25", EHLO: "out1.outflow.example"}},
 	})
 	for _, rr := range res.Rcpts {

@@ -154,15 +154,16 @@ func (d *Deliverer) take(ctx context.Context, a *attempt, mx string, addr netip.
 	tk := d.tlsKey(a.job.Domain, mx)
 	deadline := time.Now().Add(d.opts.SlotWait)
 	for {
+		// Taken before looking, so that a session freed meanwhile wakes us.
+		wake := d.conns.waitCh()
 		if !fresh {
 			if s := d.conns.get(addr, tk, srcs); s != nil {
 				return s, nil
 			}
 		}
-		wake := d.conns.waitCh()
 		for _, src := range srcs {
 			release, err := d.acquire(ctx, src, a.site, a.lim)
-			if errors.Is(err, ErrBusy) && d.conns.closeIdleOf(src.addr, a.site) {
+			if errors.Is(err, ErrBusy) && d.conns.closeIdleOf(src.addr, a.site, addr) {
 				release, err = d.acquire(ctx, src, a.site, a.lim)
 			}
 			if errors.Is(err, ErrBusy) {
