@@ -39,6 +39,9 @@ const (
 	BucketTenants  = "tenants"
 	BucketPolicy   = "tenant-policy"
 	BucketBodyRefs = "body-refs"
+	// BucketDKIMKeys holds tenants' DKIM private keys (PEM), keyed
+	// <tenant>.<domain>.<selector>.
+	BucketDKIMKeys = "dkim-keys"
 	StoreBodies    = "bodies"
 )
 
@@ -108,6 +111,8 @@ type Bus struct {
 	Bodies  jetstream.ObjectStore
 	// BodyRefs counts the unfinished delivery jobs of stored bodies.
 	BodyRefs jetstream.KeyValue
+	// DKIMKeys holds tenants' DKIM signing keys (pkg/dkimsign).
+	DKIMKeys jetstream.KeyValue
 	cfg      Config
 	log      *slog.Logger
 }
@@ -245,6 +250,14 @@ func (b *Bus) declareOnce(ctx context.Context) error {
 		Storage: jetstream.FileStorage, Replicas: b.cfg.Replicas,
 	}); err != nil {
 		return fmt.Errorf("kv %s: %w", BucketBodyRefs, err)
+	}
+	// One revision only: a replaced or deleted private key must not linger
+	// in the bucket's history.
+	if b.DKIMKeys, err = b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: BucketDKIMKeys, Description: "tenant DKIM signing keys", History: 1,
+		Storage: jetstream.FileStorage, Replicas: b.cfg.Replicas,
+	}); err != nil {
+		return fmt.Errorf("kv %s: %w", BucketDKIMKeys, err)
 	}
 	if b.Bodies, err = b.JS.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket: StoreBodies, Description: "message bodies above the inline limit",
