@@ -11,11 +11,24 @@ func ExampleMigrations() {
 	if err != nil {
 		panic(err)
 	}
+	// The statements each file runs on ClickHouse 18.16 (no TTL: the
+	// retention file has nothing to do there).
+	f, err := chschema.FeaturesFor("18.16.1")
+	if err != nil {
+		panic(err)
+	}
 	for _, m := range ms {
-		fmt.Println(m.Version, m.Name, len(m.Statements()))
+		r, err := m.Render(f)
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println(r.Version, r.Name, len(r.Statements()))
 	}
 	// Output:
 	// 1 0001_messages.sql 1
 	// 2 0002_deliveries.sql 1
 	// 3 0003_verdicts.sql 1
+	// 4 0004_rollup_tables.sql 2
+	// 5 0005_rollup_views.sql 4
+	// 6 0006_retention.sql 0
 }

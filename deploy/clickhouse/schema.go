@@ -7,6 +7,22 @@
 // more statements, each ending with a semicolon at the end of a line. Table
 // names are unqualified: they are created in the configured database. The SQL
 // must run on ClickHouse 18.16 (Debian's) and on current releases.
+//
+// Version-dependent SQL: before it runs, a file is executed as a Go
+// text/template (Migration.Render) over the Features of the server at hand,
+// derived from SELECT version() by FeaturesFor. Fields: .TTL (19.6+),
+// .LowCardinality (19.9+), .DateTime64 (20.1+), .RetentionDays and
+// .RollupRetentionDays (configuration, 0 = keep), .Version. Helpers:
+//
+//	{{lc "String"}}            LowCardinality(String), or String on older servers
+//	{{dt64 3}}                 DateTime64(3), or DateTime
+//	{{ttl "time" .RetentionDays}}  TTL time + INTERVAL n DAY, or nothing
+//	{{if .TTL}}...{{end}}      any statement only where supported
+//
+// A file may render to no statement at all on an old server; it is still
+// recorded as applied there, so features that arrive with a server upgrade
+// are not added by it afterwards (docs/analytics.md says how to add them).
+// A file without template actions is plain SQL.
 package chschema
 
 import (
@@ -89,7 +105,7 @@ func (m Migration) Statements() []string {
 		}
 		cur.WriteString(line)
 		if strings.HasSuffix(t, ";") {
-			stmts = append(stmts, strings.TrimSuffix(strings.TrimSpace(cur.String()), ";"))
+			stmts = append(stmts, strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(cur.String()), ";")))
 			cur.Reset()
 		}
 	}

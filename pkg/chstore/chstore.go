@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -42,6 +43,14 @@ type Config struct {
 	// QueryTimeout bounds waiting for a reply to any one query or insert, so
 	// that a server that hangs counts as down rather than blocking forever.
 	QueryTimeout time.Duration `yaml:"query_timeout"`
+	// RetentionDays is how long raw event rows (messages, deliveries,
+	// verdicts, ...) are kept, by a table TTL on servers that have TTL
+	// (19.6+); 0 keeps them. Read when the tables are created: a later
+	// change needs ALTER TABLE ... MODIFY TTL (docs/analytics.md).
+	RetentionDays int `yaml:"retention_days"`
+	// RollupRetentionDays is the same for the per-minute rollups, which
+	// are small and feed the reputation loop's 7-day baselines.
+	RollupRetentionDays int `yaml:"rollup_retention_days"`
 }
 
 // DefaultConfig returns the defaults: a local server, database "outflow".
@@ -52,6 +61,9 @@ func DefaultConfig() Config {
 		User:         "default",
 		DialTimeout:  5 * time.Second,
 		QueryTimeout: 60 * time.Second,
+
+		RetentionDays:       180,
+		RollupRetentionDays: 730,
 	}
 }
 
@@ -67,6 +79,12 @@ func (c Config) Validate() error {
 		return errors.New("analytics.clickhouse.dial_timeout: must be positive")
 	case c.QueryTimeout <= 0:
 		return errors.New("analytics.clickhouse.query_timeout: must be positive")
+	case c.RetentionDays < 0:
+		return errors.New("analytics.clickhouse.retention_days: must be 0 (keep) or positive")
+	case c.RollupRetentionDays < 0:
+		return errors.New("analytics.clickhouse.rollup_retention_days: must be 0 (keep) or positive")
+	case c.RollupRetentionDays > 0 && c.RollupRetentionDays < 8:
+		return errors.New("analytics.clickhouse.rollup_retention_days: must be 0 or at least 8 (the reputation baseline reads 7 days)")
 	}
 	return nil
 }
@@ -124,20 +142,96 @@ func (s *Store) Close() error {
 func (s *Store) Conn() driver.Conn { return s.conn }
 
 // Migrate creates the database and applies, in order, every embedded
-// migration not yet recorded in its schema_migrations table. Applying twice
-// is a no-op. Two processes migrating at once may both run a pending file;
-// the files create with IF NOT EXISTS, so that is harmless.
+// migration not yet recorded in its schema_migrations table, rendered for
+// the server's version (chschema.FeaturesFor) and the configured retention.
+// Applying twice is a no-op. Two processes migrating at once may both run a
+// pending file; the files create with IF NOT EXISTS, so that is harmless.
 func (s *Store) Migrate(ctx context.Context) error {
+	_, err := s.MigrateReport(ctx)
+	return err
+}
+
+// MigrateReport is Migrate, returning the migrations it applied.
+func (s *Store) MigrateReport(ctx context.Context) ([]chschema.Migration, error) {
 	ms, err := chschema.Migrations()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	return s.migrate(ctx, ms)
 }
 
-func (s *Store) migrate(ctx context.Context, ms []chschema.Migration) error {
+// MigrationStatus is the schema's state on the server.
+type MigrationStatus struct {
+	// Features are the server's, with the configured retention.
+	Features chschema.Features
+	// Applied are the versions recorded in schema_migrations, including any
+	// applied by a newer binary and unknown to this one.
+	Applied []int
+	// Pending are the embedded migrations not applied yet, rendered for
+	// this server.
+	Pending []chschema.Migration
+}
+
+// Status reports applied and pending migrations without changing anything:
+// a database or schema_migrations table that does not exist yet means
+// nothing is applied.
+func (s *Store) Status(ctx context.Context) (MigrationStatus, error) {
+	ms, err := chschema.Migrations()
+	if err != nil {
+		return MigrationStatus{}, err
+	}
+	f, err := s.Features(ctx)
+	if err != nil {
+		return MigrationStatus{}, err
+	}
+	st := MigrationStatus{Features: f}
+	var exists uint64
+	if err := s.server.QueryRow(ctx,
+		"SELECT count() FROM system.tables WHERE database = ? AND name = 'schema_migrations'",
+		s.cfg.Database).Scan(&exists); err != nil {
+		return MigrationStatus{}, fmt.Errorf("look up schema_migrations: %w", err)
+	}
+	applied := map[int]bool{}
+	if exists > 0 {
+		if applied, err = s.appliedVersions(ctx); err != nil {
+			return MigrationStatus{}, err
+		}
+	}
+	st.Pending, err = pending(ms, applied, f)
+	if err != nil {
+		return MigrationStatus{}, err
+	}
+	st.Applied = sortedVersions(applied)
+	return st, nil
+}
+
+// Version is the server's version string (SELECT version()).
+func (s *Store) Version(ctx context.Context) (string, error) {
+	var v string
+	if err := s.server.QueryRow(ctx, "SELECT version()").Scan(&v); err != nil {
+		return "", fmt.Errorf("clickhouse version: %w", err)
+	}
+	return v, nil
+}
+
+// Features are what the server supports, with the configured retention:
+// what migrations are rendered with.
+func (s *Store) Features(ctx context.Context) (chschema.Features, error) {
+	v, err := s.Version(ctx)
+	if err != nil {
+		return chschema.Features{}, err
+	}
+	f, err := chschema.FeaturesFor(v)
+	if err != nil {
+		return chschema.Features{}, err
+	}
+	f.RetentionDays, f.RollupRetentionDays = s.cfg.RetentionDays, s.cfg.RollupRetentionDays
+	return f, nil
+}
+
+func (s *Store) migrate(ctx context.Context, ms []chschema.Migration) ([]chschema.Migration, error) {
 	if err := s.server.Exec(ctx, "CREATE DATABASE IF NOT EXISTS `"+s.cfg.Database+"`"); err != nil {
-		return fmt.Errorf("create database %s: %w", s.cfg.Database, err)
+		return nil, fmt.Errorf("create database %s: %w", s.cfg.Database, err)
 	}
 	// The record of applied versions is created here rather than by a
 	// migration: it must exist before the first one is looked up.
@@ -150,50 +244,67 @@ func (s *Store) migrate(ctx context.Context, ms []chschema.Migration) error {
 ENGINE = ReplacingMergeTree()
 ORDER BY version`
 	if err := s.conn.Exec(ctx, ddl); err != nil {
-		return fmt.Errorf("create schema_migrations: %w", err)
+		return nil, fmt.Errorf("create schema_migrations: %w", err)
 	}
 	applied, err := s.appliedVersions(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	f, err := s.Features(ctx)
+	if err != nil {
+		return nil, err
+	}
+	todo, err := pending(ms, applied, f)
+	if err != nil {
+		return nil, err
+	}
+	for i, m := range todo {
+		for _, stmt := range m.Statements() {
+			if err := s.conn.Exec(ctx, stmt); err != nil {
+				return todo[:i], fmt.Errorf("migration %s: %w", m.Name, err)
+			}
+		}
+		if err := s.record(ctx, m); err != nil {
+			return todo[:i], err
+		}
+	}
+	return todo, nil
+}
+
+// pending renders, in order, the migrations of ms not in applied. Every
+// pending file is rendered before any runs, so a template error stops the
+// migration before it changes anything.
+func pending(ms []chschema.Migration, applied map[int]bool, f chschema.Features) ([]chschema.Migration, error) {
+	var todo []chschema.Migration
 	for _, m := range ms {
 		if applied[m.Version] {
 			continue
 		}
-		for _, stmt := range m.Statements() {
-			if err := s.conn.Exec(ctx, stmt); err != nil {
-				return fmt.Errorf("migration %s: %w", m.Name, err)
-			}
+		r, err := m.Render(f)
+		if err != nil {
+			return nil, err
 		}
-		if err := s.record(ctx, m); err != nil {
-			return err
-		}
+		todo = append(todo, r)
 	}
-	return nil
+	return todo, nil
 }
 
-// Applied returns the versions recorded in schema_migrations.
+// Applied returns the versions recorded in schema_migrations, in order.
 func (s *Store) Applied(ctx context.Context) ([]int, error) {
 	set, err := s.appliedVersions(ctx)
 	if err != nil {
 		return nil, err
 	}
-	ms, err := chschema.Migrations()
-	if err != nil {
-		return nil, err
-	}
-	var vs []int
-	for _, m := range ms {
-		if set[m.Version] {
-			vs = append(vs, m.Version)
-			delete(set, m.Version)
-		}
-	}
-	// Versions applied by a newer binary, unknown to this one.
+	return sortedVersions(set), nil
+}
+
+func sortedVersions(set map[int]bool) []int {
+	vs := make([]int, 0, len(set))
 	for v := range set {
 		vs = append(vs, v)
 	}
-	return vs, nil
+	slices.Sort(vs)
+	return vs
 }
 
 func (s *Store) appliedVersions(ctx context.Context) (map[int]bool, error) {

@@ -29,6 +29,8 @@ func TestStore(t *testing.T) {
 		{"DuplicatesCountOnce", testDuplicatesCountOnce},
 		{"Present", testPresent},
 		{"PresentManyEvents", testPresentMany},
+		{"Status", testStatus},
+		{"RollupsExact", testRollupsExact},
 	}
 	for i, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {

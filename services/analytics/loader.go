@@ -26,7 +26,7 @@ type loader struct {
 type held struct {
 	msg jetstream.Msg
 	ev  *events.Event
-	// redelivered: JetStream delivered it before, so an earlier insert of
+	// redelivered: JetStream delivered it before (counted in metrics); an earlier insert of
 	// it may have succeeded with the ack lost.
 	redelivered bool
 }
@@ -117,14 +117,10 @@ func (l *loader) decode(m jetstream.Msg) (held, bool) {
 // are still being worked on; it returns false if ctx ends first, with the
 // batch neither stored nor acknowledged.
 func (l *loader) flush(ctx context.Context, batch []held) bool {
-	maybeStored := false
-	for _, h := range batch {
-		maybeStored = maybeStored || h.redelivered
-	}
 	bo := backoff{min: 250 * time.Millisecond, max: l.cfg.RetryMax}
 	lastProgress := time.Now()
 	for attempt := 1; ; attempt++ {
-		err := l.insert(ctx, batch, maybeStored)
+		err := l.insert(ctx, batch)
 		if err == nil {
 			l.ack(batch)
 			if attempt > 1 {
@@ -135,8 +131,6 @@ func (l *loader) flush(ctx context.Context, batch []held) bool {
 		if ctx.Err() != nil {
 			return false
 		}
-		// A failed insert may have written some of the tables.
-		maybeStored = true
 		d := bo.next()
 		l.log.Warn("insert events; holding the batch and retrying", "events", len(batch),
 			"attempt", attempt, "retry_in", d, "err", err)
@@ -164,7 +158,7 @@ func (l *loader) shutdown(ctx context.Context, batch []held) {
 	}
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.ShutdownFlush)
 	defer cancel()
-	err := l.insert(fctx, batch, true)
+	err := l.insert(fctx, batch)
 	if err == nil {
 		l.ack(batch)
 		l.log.Info("events flushed at shutdown", "events", len(batch))
@@ -176,10 +170,15 @@ func (l *loader) shutdown(ctx context.Context, batch []held) {
 	l.log.Warn("events handed back to JetStream at shutdown", "events", len(batch), "err", err)
 }
 
-// insert stores the batch's events, first leaving out those already stored
-// when that is possible. A panic (a bug meeting an odd event) becomes an
-// error, so that the batch is retried rather than the process lost.
-func (l *loader) insert(ctx context.Context, batch []held, maybeStored bool) (err error) {
+// insert stores the batch's events, first leaving out those already stored.
+// The look-up runs for every batch, not only for redelivered events: the
+// rollup views count every inserted row, so an event must reach ClickHouse
+// once, and an event can also come twice as two stream messages (a producer
+// republishing it after the stream's duplicate window). It costs one
+// primary-key query per table per 500 events. A panic (a bug meeting an odd
+// event) becomes an error, so that the batch is retried rather than the
+// process lost.
+func (l *loader) insert(ctx context.Context, batch []held) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("insert panic: %v\n%s", r, debug.Stack())
@@ -189,23 +188,20 @@ func (l *loader) insert(ctx context.Context, batch []held, maybeStored bool) (er
 	for _, h := range batch {
 		evs = append(evs, h.ev)
 	}
-	if maybeStored {
-		present, err := l.store.Present(ctx, evs)
-		if err != nil {
-			return err
-		}
-		kept := evs[:0]
-		for _, e := range evs {
-			if !present[e.ID] {
-				kept = append(kept, e)
-			}
-		}
-		if n := len(evs) - len(kept); n > 0 {
-			l.log.Info("skipped events already in clickhouse", "events", n)
-		}
-		evs = kept
+	present, err := l.store.Present(ctx, evs)
+	if err != nil {
+		return err
 	}
-	return l.store.Insert(ctx, evs)
+	kept := evs[:0]
+	for _, e := range evs {
+		if !present[e.ID] {
+			kept = append(kept, e)
+		}
+	}
+	if n := len(evs) - len(kept); n > 0 {
+		l.log.Info("skipped events already in clickhouse", "events", n)
+	}
+	return l.store.Insert(ctx, kept)
 }
 
 // ack acknowledges a stored batch. A lost ack means the events come again;
