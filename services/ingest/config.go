@@ -58,6 +58,8 @@ type Config struct {
 	// ShutdownGrace is how long open sessions may finish at shutdown before
 	// their connections are closed.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// MX is the listener for bounces, complaints and DMARC reports (mx.go).
+	MX MXConfig `yaml:"mx"`
 }
 
 // DefaultConfig returns the defaults.
@@ -69,6 +71,7 @@ func DefaultConfig() Config {
 		ReadTimeout:    5 * time.Minute,
 		WriteTimeout:   time.Minute,
 		ShutdownGrace:  10 * time.Second,
+		MX:             DefaultMXConfig(),
 	}
 }
 
@@ -85,6 +88,9 @@ func (c Config) Validate() error {
 	}
 	if c.ReadTimeout <= 0 || c.WriteTimeout <= 0 {
 		return errors.New("ingest.read_timeout, ingest.write_timeout: must be positive")
+	}
+	if err := c.MX.Validate(); err != nil {
+		return err
 	}
 	names := map[string]bool{}
 	for i, l := range c.Listeners {

@@ -49,6 +49,7 @@ type Server struct {
 
 	servers   []*smtp.Server
 	listeners []net.Listener
+	mx        *mxServer // the MX listener for reports (mx.go), nil when off
 }
 
 // New returns a server; Run starts it.
@@ -77,6 +78,12 @@ func (s *Server) Listen() error {
 		s.servers = append(s.servers, srv)
 		s.listeners = append(s.listeners, l)
 	}
+	if err := s.listenMX(); err != nil {
+		for _, l := range s.listeners {
+			l.Close()
+		}
+		return err
+	}
 	return nil
 }
 
@@ -101,7 +108,7 @@ func (s *Server) Run(ctx context.Context) error {
 // Serve serves the bound listeners until ctx ends, then stops accepting,
 // gives open sessions the grace period to finish, and closes the rest.
 func (s *Server) Serve(ctx context.Context) error {
-	errc := make(chan error, len(s.servers))
+	errc := make(chan error, len(s.servers)+1)
 	var wg sync.WaitGroup
 	for i, srv := range s.servers {
 		wg.Add(1)
@@ -113,6 +120,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		}()
 	}
+	s.serveMX(&wg, errc)
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -128,6 +136,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			srv.Close()
 		}
 	}
+	s.shutdownMX(sctx)
 	wg.Wait()
 	return runErr
 }
