@@ -77,15 +77,18 @@ func TestRows(t *testing.T) {
 			name: "delivery, one row per recipient",
 			give: &events.Event{ID: "m1.y.example.0.delivery", Type: events.TypeDelivery, Time: at, Tenant: "t1", MsgID: "m1",
 				Delivery: &events.Delivery{Domain: "y.example", Pool: "shared", SourceIP: "127.0.0.2", MX: "mx.y.example",
-					Attempt: 1, DurationMs: 42, NextAttempt: next, Rcpts: []events.RcptReply{
+					Attempt: 1, DurationMs: 42, NextAttempt: next, Site: "y-site", MXAddr: "127.0.0.9:25", TLS: true,
+					ConnectMs: 3, TLSMs: 4, TxnMs: 5, Rcpts: []events.RcptReply{
 						{Rcpt: "x@y.example", Outcome: events.OutcomeDelivered, Code: 250, Enhanced: "2.0.0", Text: "ok"},
-						{Rcpt: "z@y.example", Outcome: events.OutcomeDeferred, Code: 451, Enhanced: "4.7.1", Text: "later"},
+						{Rcpt: "z@y.example", Outcome: events.OutcomeDeferred, Code: 451, Enhanced: "4.7.1", Text: "later", Reason: "blocked"},
 					}}},
 			wantDeliveries: [][]any{
 				{"m1.y.example.0.delivery", at.Truncate(time.Second), "t1", "m1", "x@y.example", "y.example", "shared",
-					"mx.y.example", "127.0.0.2", uint16(1), uint16(250), "2.0.0", "ok", "delivered", uint32(42), next.Truncate(time.Second)},
+					"mx.y.example", "127.0.0.2", uint16(1), uint16(250), "2.0.0", "ok", "delivered", uint32(42), next.Truncate(time.Second),
+					"y-site", "127.0.0.9:25", uint8(1), uint8(0), uint32(3), uint32(4), uint32(5), "", ""},
 				{"m1.y.example.0.delivery", at.Truncate(time.Second), "t1", "m1", "z@y.example", "y.example", "shared",
-					"mx.y.example", "127.0.0.2", uint16(1), uint16(451), "4.7.1", "later", "deferred", uint32(42), next.Truncate(time.Second)},
+					"mx.y.example", "127.0.0.2", uint16(1), uint16(451), "4.7.1", "later", "deferred", uint32(42), next.Truncate(time.Second),
+					"y-site", "127.0.0.9:25", uint8(1), uint8(0), uint32(3), uint32(4), uint32(5), "blocked", ""},
 			},
 		},
 		{
@@ -94,7 +97,8 @@ func TestRows(t *testing.T) {
 				Delivery: &events.Delivery{Attempt: 70000, DurationMs: -5, Rcpts: []events.RcptReply{
 					{Rcpt: "x@Y.Example", Outcome: events.OutcomeBounced, Code: 550}}}},
 			wantDeliveries: [][]any{{"d2", at.Truncate(time.Second), "t1", "m1", "x@Y.Example", "y.example", "", "", "",
-				uint16(65535), uint16(550), "", "", "bounced", uint32(0), epoch}},
+				uint16(65535), uint16(550), "", "", "bounced", uint32(0), epoch, "", "", uint8(0), uint8(0), uint32(0),
+				uint32(0), uint32(0), "", ""}},
 		},
 		{
 			name: "verdict",

@@ -40,7 +40,8 @@ func tables() []table {
 		{
 			name: "deliveries",
 			columns: "event_id, time, tenant, msg_id, rcpt, rcpt_domain, pool, mx, source_ip, attempt, " +
-				"reply_code, enhanced, reply_text, outcome, duration_ms, next_attempt",
+				"reply_code, enhanced, reply_text, outcome, duration_ms, next_attempt, " +
+				"site, mx_addr, tls, reused, connect_ms, tls_ms, txn_ms, reason, bounce",
 			timeColumn: "time",
 			rows:       deliveryRows,
 			rowTime:    func(e *events.Event) time.Time { return dateTime(e.Time) },
@@ -226,6 +227,8 @@ func deliveryRows(e *events.Event) [][]any {
 			e.ID, dateTime(e.Time), e.Tenant, e.MsgID, r.Rcpt, domain, d.Pool, d.MX, d.SourceIP,
 			clampU16(int64(d.Attempt)), clampU16(int64(r.Code)), r.Enhanced, r.Text, string(r.Outcome),
 			clampU32(d.DurationMs), dateTime(d.NextAttempt),
+			d.Site, d.MXAddr, boolU8(d.TLS), boolU8(d.Reused), clampU32(d.ConnectMs), clampU32(d.TLSMs),
+			clampU32(d.TxnMs), r.Reason, r.Bounce,
 		})
 	}
 	return rows
@@ -267,3 +270,10 @@ func dateTime(t time.Time) time.Time {
 
 func clampU16(v int64) uint16 { return uint16(min(max(v, 0), math.MaxUint16)) }
 func clampU32(v int64) uint32 { return uint32(min(max(v, 0), math.MaxUint32)) }
+
+func boolU8(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}

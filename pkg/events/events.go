@@ -61,6 +61,8 @@ type Event struct {
 	Verdict  *Verdict  `json:"verdict,omitempty"`
 	Routed   *Routed   `json:"routed,omitempty"`
 	Delivery *Delivery `json:"delivery,omitempty"`
+	Shaping  *Shaping  `json:"shaping,omitempty"`
+	DNSBL    *DNSBL    `json:"dnsbl,omitempty"`
 	// Feedback payloads: bounce, complaint, dmarc, suppressed (feedback.go).
 	FeedbackPayloads
 }
@@ -106,6 +108,19 @@ type Delivery struct {
 	Attempt int    `json:"attempt"`
 	// Duration of the attempt (connect to final reply).
 	DurationMs int64 `json:"duration_ms"`
+	// Site is the destination site (shaping's name for the MX hosts);
+	// MXAddr the address (ip:port) that took the transaction.
+	Site   string `json:"site,omitempty"`
+	MXAddr string `json:"mx_addr,omitempty"`
+	// TLS says the transaction ran over STARTTLS; Reused that it ran on a
+	// connection opened for an earlier job.
+	TLS    bool `json:"tls,omitempty"`
+	Reused bool `json:"reused,omitempty"`
+	// Timings: TCP connect with greeting, STARTTLS with the second EHLO
+	// (both 0 on a reused connection), and the SMTP transactions.
+	ConnectMs int64 `json:"connect_ms,omitempty"`
+	TLSMs     int64 `json:"tls_ms,omitempty"`
+	TxnMs     int64 `json:"txn_ms,omitempty"`
 	// NextAttempt is set when some recipient was deferred.
 	NextAttempt time.Time   `json:"next_attempt,omitzero"`
 	Rcpts       []RcptReply `json:"rcpts"`
@@ -118,6 +133,14 @@ type RcptReply struct {
 	Code     int     `json:"code"`
 	Enhanced string  `json:"enhanced,omitempty"`
 	Text     string  `json:"text,omitempty"`
+	// Reason is the failure in Sisimai's vocabulary (userunknown,
+	// mailboxfull, blocked, expired, ...); empty when delivered.
+	Reason string `json:"reason,omitempty"`
+	// Bounce is "hard" or "soft" for a bounced recipient: hard when the
+	// address or domain does not exist or accepts no mail (Sisimai's hard
+	// bounces), soft for the other permanent refusals (policy, content,
+	// size), which may succeed later or elsewhere.
+	Bounce string `json:"bounce,omitempty"`
 }
 
 // Marshal encodes e, filling the version.
