@@ -98,3 +98,32 @@ func (l *List) Filter(tenant string, rcpts []string, now time.Time) (keep []stri
 	}
 	return keep, dropped
 }
+
+// Watch opens the bucket, starts a List on it and waits until the list has
+// loaded the bucket's contents. stop ends the watch and waits for it.
+func Watch(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger) (l *List, stop func(), err error) {
+	s, err := Open(ctx, js, replicas)
+	if err != nil {
+		return nil, nil, err
+	}
+	l = NewList()
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := l.Run(wctx, s, log); err != nil {
+			log.Error("suppression list watch ended", "err", err)
+		}
+	}()
+	stop = func() { cancel(); <-done }
+	select {
+	case <-l.Ready():
+		return l, stop, nil
+	case <-done:
+		cancel()
+		return nil, nil, errors.New("suppression list: watch ended before it was ready")
+	case <-ctx.Done():
+		stop()
+		return nil, nil, fmt.Errorf("suppression list: %w", ctx.Err())
+	}
+}

@@ -104,8 +104,15 @@ func (e Entry) Active(now time.Time) bool {
 // case: receivers treat local parts case-insensitively in practice, and a
 // differently-cased copy must not slip past the list.
 func Key(tenant, address string) string {
+	return tenant + "." + AddressHash(address)
+}
+
+// AddressHash names an address without revealing it (keys and event ids
+// are visible to more people than the list): 128 bits of the SHA-256 of
+// the lower-cased address, hex encoded.
+func AddressHash(address string) string {
 	sum := sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(address))))
-	return tenant + "." + hex.EncodeToString(sum[:16])
+	return hex.EncodeToString(sum[:16])
 }
 
 // Store reads and writes the bucket.

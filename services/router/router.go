@@ -19,6 +19,7 @@ import (
 	"github.com/outflowmail/outflow/pkg/envelope"
 	"github.com/outflowmail/outflow/pkg/events"
 	"github.com/outflowmail/outflow/pkg/pool"
+	"github.com/outflowmail/outflow/pkg/suppression"
 	"github.com/outflowmail/outflow/pkg/tenant"
 )
 
@@ -88,9 +89,14 @@ func Run(ctx context.Context, cfg Config, pools pool.Set, dir *tenant.Directory,
 	case <-ctx.Done():
 		return nil
 	}
+	sl, stopList, err := suppression.Watch(ctx, b.JS, b.Config().Replicas, log)
+	if err != nil {
+		return err
+	}
+	defer stopList()
 	c := bus.Consumer{Stream: bus.StreamClassified, Durable: "router", Workers: cfg.Workers}
 	return b.Consume(ctx, c, log, func(ctx context.Context, m jetstream.Msg) {
-		if err := route(ctx, pools, dir, b, m); err != nil {
+		if err := route(ctx, pools, dir, sl, b, m); err != nil {
 			log.Warn("route; will retry", "err", err)
 			_ = m.NakWithDelay(time.Second)
 			return
@@ -101,9 +107,12 @@ func Run(ctx context.Context, cfg Config, pools pool.Set, dir *tenant.Directory,
 	})
 }
 
-func route(ctx context.Context, pools pool.Set, dir *tenant.Directory, b *bus.Bus, m jetstream.Msg) error {
+func route(ctx context.Context, pools pool.Set, dir *tenant.Directory, sl *suppression.List, b *bus.Bus, m jetstream.Msg) error {
 	env, err := envelope.Decode(m.Headers())
 	if err != nil {
+		return err
+	}
+	if finished, err := suppress(ctx, sl, b, env, time.Now()); err != nil || finished {
 		return err
 	}
 	label := ""
