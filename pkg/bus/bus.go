@@ -201,10 +201,12 @@ func (b *Bus) declareOnce(ctx context.Context) error {
 			Discard:    jetstream.DiscardNew,
 		}
 	}
+	outbound := work(StreamOutbound, SubjectOutbound+".>")
+	scheduling(&outbound) // deferred jobs wait as message schedules (schedule.go)
 	streams := []jetstream.StreamConfig{
 		work(StreamSubmitted, SubjectSubmitted),
 		work(StreamClassified, SubjectClassified),
-		work(StreamOutbound, SubjectOutbound+".>"),
+		outbound,
 		work(StreamFeedback, SubjectFeedback+".>"),
 		{
 			Name:     StreamEvents,
