@@ -31,4 +31,9 @@ func ExampleMigrations() {
 	// 4 0004_rollup_tables.sql 2
 	// 5 0005_rollup_views.sql 4
 	// 6 0006_retention.sql 0
+	// 20 0020_bounces.sql 1
+	// 21 0021_complaints.sql 1
+	// 22 0022_dmarc_reports.sql 1
+	// 23 0023_suppressions.sql 1
+	// 24 0024_feedback_reports.sql 1
 }

@@ -28,7 +28,7 @@ type table struct {
 
 // tables lists where events go, in the order Insert writes them.
 func tables() []table {
-	return []table{
+	return append([]table{
 		{
 			name: "messages",
 			columns: "event_id, tenant, msg_id, message_id, from_domain, rcpts, rcpt_count, size, score, label, " +
@@ -53,7 +53,7 @@ func tables() []table {
 			rows:       verdictRows,
 			rowTime:    func(e *events.Event) time.Time { return dateTime(e.Time) },
 		},
-	}
+	}, feedbackTables()...)
 }
 
 // Storable reports whether Insert writes rows for e: a verdict, routed or
@@ -67,7 +67,7 @@ func Storable(e *events.Event) bool {
 	case events.TypeDelivery:
 		return e.Delivery != nil && len(e.Delivery.Rcpts) > 0
 	}
-	return false
+	return feedbackStorable(e)
 }
 
 // Insert writes evs, one batch per table. An event id repeated within evs
