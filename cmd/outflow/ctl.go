@@ -28,6 +28,7 @@ commands:
   tenant show ID
   tenant policy ID STATE [--reason TEXT]     (STATE: good, probation, throttled, suspended)
   domain add TENANT DOMAIN
+  suppression list|add|remove TENANT [ADDRESS] [--reason TEXT] [--ttl DURATION]
   hash-password                              (reads a password on stdin, prints its bcrypt hash)
 `
 
@@ -83,6 +84,8 @@ func runCtl(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		return c.tenant(cctx, rest[1], rest[2:])
 	case len(rest) == 4 && rest[0] == "domain" && rest[1] == "add":
 		return c.domainAdd(cctx, rest[2], rest[3])
+	case rest[0] == "suppression":
+		return suppressionCtl(cctx, b.JS, bc.Replicas, rest[1:], stdout)
 	}
 	fs.Usage()
 	return fmt.Errorf("ctl: unknown command %q", strings.Join(rest, " "))

@@ -10,6 +10,15 @@ import (
 	"github.com/outflowmail/outflow/pkg/suppression"
 )
 
+// received is the message's received time, the same in every copy of its
+// events (ClickHouse collapses copies only within a partition), or now.
+func received(env *envelope.Envelope, now time.Time) time.Time {
+	if env.Received.IsZero() {
+		return now.UTC()
+	}
+	return env.Received.UTC()
+}
+
 // suppress drops the recipients on the tenant's suppression list from env,
 // with a suppressed event for each, before anything is routed. It reports
 // whether no recipient is left: the message is then finished, and its
@@ -20,7 +29,7 @@ func suppress(ctx context.Context, sl *suppression.List, b *bus.Bus, env *envelo
 	for _, e := range dropped {
 		ev := &events.Event{
 			ID: env.ID + ".suppressed." + suppression.AddressHash(e.Address), Type: events.TypeSuppressed,
-			Time: now.UTC(), Tenant: env.Tenant, MsgID: env.ID,
+			Time: received(env, now), Tenant: env.Tenant, MsgID: env.ID,
 		}
 		ev.Suppressed = &events.Suppressed{Rcpt: e.Address, Reason: e.Reason, Source: e.Source, Since: e.Created}
 		if err := b.PublishEvent(ctx, ev); err != nil {
