@@ -3,7 +3,9 @@ package sender
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,10 +20,8 @@ type Config struct {
 	// Workers is how many deliveries run at once, per pool.
 	Workers int `yaml:"workers"`
 	// MaxAckPending bounds the jobs of a pool held unacknowledged across
-	// all sender processes. Jobs waiting for their retry time count too
-	// (they wait in JetStream as delayed naks), so it must exceed the
-	// largest deferred backlog expected: when reached, the pool receives no
-	// new jobs. The server keeps roughly 100 bytes per pending job.
+	// all sender processes. Deferred jobs do not count: they wait as
+	// JetStream message schedules, outside the consumer (docs/delivery.md).
 	MaxAckPending int `yaml:"max_ack_pending"`
 	// Resolver is the DNS server (host:port) asked for MX and address
 	// records; empty means the first nameserver in /etc/resolv.conf. It
@@ -54,13 +54,67 @@ type Retry struct {
 	FirstDelay time.Duration `yaml:"first_delay"`
 	MaxDelay   time.Duration `yaml:"max_delay"`
 	MaxAge     time.Duration `yaml:"max_age"`
+	// Tenants override the schedule per tenant id; a zero field keeps the
+	// default's value.
+	Tenants map[string]RetryOverride `yaml:"tenants"`
+}
+
+// RetryOverride is one tenant's retry schedule; zero fields inherit.
+type RetryOverride struct {
+	FirstDelay time.Duration `yaml:"first_delay"`
+	MaxDelay   time.Duration `yaml:"max_delay"`
+	MaxAge     time.Duration `yaml:"max_age"`
+}
+
+// For returns the schedule of tenant: the default with the tenant's
+// override applied.
+func (r Retry) For(tenant string) Retry {
+	o, ok := r.Tenants[tenant]
+	out := Retry{FirstDelay: r.FirstDelay, MaxDelay: r.MaxDelay, MaxAge: r.MaxAge}
+	if !ok {
+		return out
+	}
+	if o.FirstDelay > 0 {
+		out.FirstDelay = o.FirstDelay
+	}
+	if o.MaxDelay > 0 {
+		out.MaxDelay = o.MaxDelay
+	}
+	if o.MaxAge > 0 {
+		out.MaxAge = o.MaxAge
+	}
+	return out
+}
+
+// validate names the first bad key below prefix.
+func (r Retry) validate(prefix string) error {
+	durations := []struct {
+		key string
+		d   time.Duration
+	}{
+		{prefix + ".first_delay", r.FirstDelay},
+		{prefix + ".max_delay", r.MaxDelay},
+		{prefix + ".max_age", r.MaxAge},
+	}
+	for _, d := range durations {
+		if d.d <= 0 {
+			return fmt.Errorf("%s: %v, must be positive", d.key, d.d)
+		}
+	}
+	switch {
+	case r.MaxDelay < r.FirstDelay:
+		return fmt.Errorf("%s.max_delay: %v is less than first_delay %v", prefix, r.MaxDelay, r.FirstDelay)
+	case r.MaxAge < r.FirstDelay:
+		return fmt.Errorf("%s.max_age: %v is less than first_delay %v", prefix, r.MaxAge, r.FirstDelay)
+	}
+	return nil
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
 		Workers:         16,
-		MaxAckPending:   1_000_000,
+		MaxAckPending:   4096,
 		ResolverTimeout: 5 * time.Second,
 		SMTPPort:        25,
 		ConnectTimeout:  30 * time.Second,
@@ -108,22 +162,26 @@ func (c Config) Validate() error {
 		{"sender.connect_timeout", c.ConnectTimeout},
 		{"sender.command_timeout", c.CommandTimeout},
 		{"sender.data_timeout", c.DataTimeout},
-		{"sender.retry.first_delay", c.Retry.FirstDelay},
-		{"sender.retry.max_delay", c.Retry.MaxDelay},
-		{"sender.retry.max_age", c.Retry.MaxAge},
 	}
 	for _, d := range durations {
 		if d.d <= 0 {
 			return fmt.Errorf("%s: %v, must be positive", d.key, d.d)
 		}
 	}
-	switch {
-	case c.SMTPPort < 1 || c.SMTPPort > 65535:
+	if c.SMTPPort < 1 || c.SMTPPort > 65535 {
 		return fmt.Errorf("sender.smtp_port: %d, want 1-65535", c.SMTPPort)
-	case c.Retry.MaxDelay < c.Retry.FirstDelay:
-		return fmt.Errorf("sender.retry.max_delay: %v is less than first_delay %v", c.Retry.MaxDelay, c.Retry.FirstDelay)
-	case c.Retry.MaxAge < c.Retry.FirstDelay:
-		return fmt.Errorf("sender.retry.max_age: %v is less than first_delay %v", c.Retry.MaxAge, c.Retry.FirstDelay)
+	}
+	if err := c.Retry.validate("sender.retry"); err != nil {
+		return err
+	}
+	for _, tenant := range slices.Sorted(maps.Keys(c.Retry.Tenants)) {
+		o := c.Retry.Tenants[tenant]
+		if o.FirstDelay < 0 || o.MaxDelay < 0 || o.MaxAge < 0 {
+			return fmt.Errorf("sender.retry.tenants.%s: durations must not be negative", tenant)
+		}
+		if err := c.Retry.For(tenant).validate("sender.retry.tenants." + tenant); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package sender
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/outflowmail/outflow/pkg/delivery"
@@ -42,6 +43,10 @@ func decide(env *envelope.Envelope, res delivery.Result, attempted bool, now tim
 	var p plan
 	deadline := expiresAt(env, r)
 	next := now.Add(backoff(env.Attempt+1, r, rnd))
+	if res.RetryAt.After(next) {
+		// Shaping held some recipients until then: no sooner.
+		next = res.RetryAt
+	}
 	for i, rcpt := range env.Rcpts {
 		if !attempted {
 			reply := expiredReply
@@ -54,7 +59,9 @@ func decide(env *envelope.Envelope, res delivery.Result, attempted bool, now tim
 		case rr.Err == nil:
 			p.rcpts = append(p.rcpts, rcptReply(rcpt, events.OutcomeDelivered, rr.Reply))
 		case rr.Err.Permanent:
-			p.rcpts = append(p.rcpts, rcptReply(rcpt, events.OutcomeBounced, rr.Reply))
+			rp := rcptReply(rcpt, events.OutcomeBounced, rr.Reply)
+			rp.Bounce = bounceKind(rp.Reason, rr.Reply.Enhanced)
+			p.rcpts = append(p.rcpts, rp)
 		case !deadline.IsZero() && next.After(deadline):
 			p.rcpts = append(p.rcpts, rcptReply(rcpt, events.OutcomeExpired, rr.Reply))
 		default:
@@ -78,7 +85,48 @@ func expiresAt(env *envelope.Envelope, r Retry) time.Time {
 }
 
 func rcptReply(rcpt string, o events.Outcome, r delivery.Reply) events.RcptReply {
-	return events.RcptReply{Rcpt: rcpt, Outcome: o, Code: r.Code, Enhanced: r.Enhanced, Text: r.Text}
+	return events.RcptReply{Rcpt: rcpt, Outcome: o, Code: r.Code, Enhanced: r.Enhanced, Text: r.Text,
+		Reason: reason(o, r)}
+}
+
+// reason names why a recipient was not delivered, in Sisimai's vocabulary.
+// Expiry is known here; every other reason comes from the reply, classified
+// by replyReason.
+func reason(o events.Outcome, r delivery.Reply) string {
+	switch o {
+	case events.OutcomeDelivered:
+		return ""
+	case events.OutcomeExpired:
+		return "expired"
+	}
+	return replyReason(r.Code, r.Enhanced, r.Text)
+}
+
+// replyReason classifies a reply into a Sisimai reason. The classifier is
+// pkg/bouncereason (shared with the DSN parser); until it is in the tree
+// the reason stays empty rather than guessed here.
+func replyReason(int, string, string) string { return "" }
+
+// hardReasons are Sisimai's hard bounces: the address or domain does not
+// exist or takes no mail, so sending again is pointless.
+var hardReasons = map[string]bool{"userunknown": true, "hostunknown": true, "hasmoved": true, "notaccept": true}
+
+// bounceKind says whether a permanent failure is hard or soft: by its
+// reason when classified, else by RFC 3463's subject "addressing status"
+// (X.1.Y: bad mailbox or destination address) and 5.1.10 (null MX).
+func bounceKind(reason, enhanced string) string {
+	if reason != "" {
+		if hardReasons[reason] {
+			return "hard"
+		}
+		return "soft"
+	}
+	switch {
+	case strings.HasPrefix(enhanced, "5.1.1"), strings.HasPrefix(enhanced, "5.1.2"), enhanced == "5.1.6":
+		// 5.1.1 bad mailbox, 5.1.10 null MX, 5.1.2 bad system, 5.1.6 moved.
+		return "hard"
+	}
+	return "soft"
 }
 
 // backoff is the delay before the attempt after attempt (1-based):

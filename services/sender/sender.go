@@ -15,7 +15,6 @@ import (
 	"os"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -41,6 +40,10 @@ type Options struct {
 	// Name identifies this sender process in delivery events; default
 	// host:pid.
 	Name string
+	// Shaper limits connections and rates per (source address, site)
+	// across sender processes; nil limits them within this process to
+	// delivery.DefaultLimits.
+	Shaper delivery.Shaper
 }
 
 // Run delivers the jobs of the configured pools until ctx ends, then stops
@@ -77,16 +80,14 @@ func RunWith(ctx context.Context, cfg Config, pools pool.Set, b *bus.Bus, log *s
 	}
 	s := &sender{
 		cfg: cfg, b: b, log: log, now: opts.Now, rand: opts.Rand, name: opts.Name,
-		rotation: map[string]*atomic.Uint64{},
 		d: delivery.New(delivery.Options{
 			Resolver: opts.Resolver, Dial: opts.Dial, Transports: cfg.Transports, Port: cfg.SMTPPort,
 			ConnectTimeout: cfg.ConnectTimeout, CommandTimeout: cfg.CommandTimeout, DataTimeout: cfg.DataTimeout,
-			Log: log,
+			Shaper: opts.Shaper, Log: log,
 		}),
 	}
-	for _, p := range served {
-		s.rotation[p.Name] = new(atomic.Uint64)
-	}
+	// Idle connections say QUIT once every worker has finished.
+	defer s.d.Close()
 
 	// One consumer per pool, so that a pool's backlog never waits behind
 	// another's; if one fails to start, stop them all.
@@ -146,8 +147,6 @@ type sender struct {
 	now  func() time.Time
 	rand func() float64
 	name string
-	// rotation counts connections per pool to take its addresses in turn.
-	rotation map[string]*atomic.Uint64
 }
 
 // Delays of naks when the bus itself fails; the job is retried, not lost.
@@ -158,9 +157,9 @@ const (
 )
 
 // handle runs one delivery job to its JetStream outcome: a job not yet due
-// goes back to wait (Nak with the remaining delay); otherwise it is
-// attempted, its plan decided (decide), and the original acked only after
-// the event and any retry job are stored.
+// goes back to wait (as a message schedule); otherwise it is attempted, its
+// plan decided (decide), and the original acked only after the event and
+// any retry job are stored.
 func (s *sender) handle(ctx context.Context, p pool.Pool, m jetstream.Msg, log *slog.Logger) {
 	env, err := envelope.Decode(m.Headers())
 	if err != nil {
@@ -172,16 +171,15 @@ func (s *sender) handle(ctx context.Context, p pool.Pool, m jetstream.Msg, log *
 	log = log.With("tenant", env.Tenant, "msg_id", env.ID, "domain", env.Domain, "attempt", env.Attempt+1)
 	start := s.now()
 	if wait := env.NotBefore.Sub(start); wait > 0 {
-		_ = m.NakWithDelay(wait)
+		s.wait(ctx, p, m, env, log)
 		return
 	}
-
+	retry := s.cfg.Retry.For(env.Tenant)
 	var (
 		res       delivery.Result
-		ip        pool.IP
 		attempted bool
 	)
-	if deadline := expiresAt(env, s.cfg.Retry); deadline.IsZero() || start.Before(deadline) {
+	if deadline := expiresAt(env, retry); deadline.IsZero() || start.Before(deadline) {
 		body, err := s.b.Body(ctx, env, m.Data())
 		if errors.Is(err, jetstream.ErrObjectNotFound) {
 			// Bodies are deleted only when their last job is final: this
@@ -198,14 +196,17 @@ func (s *sender) handle(ctx context.Context, p pool.Pool, m jetstream.Msg, log *
 		stop := keepAlive(m, s.b.Config().AckWait/3)
 		res = s.d.Deliver(ctx, delivery.Job{Domain: env.Domain, From: env.From, Rcpts: env.Rcpts, Body: body, Sources: p.IPs})
 		stop()
-		ip = res.Source
 		attempted = true
+		if res.Shaped() {
+			s.shaped(ctx, p, m, env, res, log)
+			return
+		}
 	}
 	end := s.now()
-	pl := decide(env, res, attempted, end, s.cfg.Retry, s.rand)
-	ev := deliveryEvent(env, p.Name, ip, res, pl, start, end)
+	pl := decide(env, res, attempted, end, retry, s.rand)
+	ev := deliveryEvent(env, p.Name, res, pl, start, end)
 	ev.Delivery.Sender = s.name
-	if err := s.finish(ctx, m, env, pl, ev, log); err != nil {
+	if err := s.finish(ctx, m, p, env, pl, ev, log); err != nil {
 		// The attempt will be repeated; a recipient already delivered may
 		// receive it twice (at-least-once).
 		log.Error("record delivery outcome; job will be retried", "err", err)
@@ -215,19 +216,63 @@ func (s *sender) handle(ctx context.Context, p pool.Pool, m jetstream.Msg, log *
 	logAttempt(log, ev, pl, res)
 }
 
+// maxNakWait is the longest a job that is not yet due is held as a delayed
+// nak; a longer wait becomes a message schedule, which does not count
+// against MaxAckPending.
+const maxNakWait = time.Second
+
+// wait puts a job that is not yet due back to wait: briefly as a delayed
+// nak (a schedule fires up to a second early at most, never late), else as
+// a schedule.
+func (s *sender) wait(ctx context.Context, p pool.Pool, m jetstream.Msg, env *envelope.Envelope, log *slog.Logger) {
+	if wait := env.NotBefore.Sub(s.now()); wait <= maxNakWait {
+		_ = m.NakWithDelay(wait)
+		return
+	}
+	id := fmt.Sprintf("%s.wait.%d", env.JobID(), env.NotBefore.UnixNano())
+	if err := s.b.PublishDeferred(ctx, bus.DeferredSubject(p.Name, env.ID, env.Domain), m.Subject(), id, env.NotBefore, env, m.Data()); err != nil {
+		log.Warn("schedule a job not yet due; will retry", "err", err)
+		_ = m.NakWithDelay(busRetryDelay)
+		return
+	}
+	_ = m.DoubleAck(ctx)
+}
+
+// shaped reschedules a job that shaping kept from every server: it was not
+// an attempt, so the attempt count stays and no event is written; it goes
+// again when shaping allows (with up to a second of jitter, so that jobs
+// held together do not return together).
+func (s *sender) shaped(ctx context.Context, p pool.Pool, m jetstream.Msg, env *envelope.Envelope, res delivery.Result, log *slog.Logger) {
+	at := res.RetryAt
+	if now := s.now(); at.Before(now) {
+		at = now
+	}
+	at = at.Add(time.Duration(s.rand() * float64(time.Second)))
+	next := env.Clone()
+	next.NotBefore = at
+	id := fmt.Sprintf("%s.shaped.%d", env.JobID(), at.UnixNano())
+	if err := s.b.PublishDeferred(ctx, bus.DeferredSubject(p.Name, env.ID, env.Domain), m.Subject(), id, at, next, m.Data()); err != nil {
+		log.Warn("reschedule a job held by shaping; will retry", "err", err)
+		_ = m.NakWithDelay(busRetryDelay)
+		return
+	}
+	_ = m.DoubleAck(ctx)
+	log.Debug("held by shaping", "site", res.Site, "until", at, "err", res.Rcpts[0].Err)
+}
+
 // finish stores the outcome: the event, then the retry job or the body's
 // release, then the ack. Event and retry job carry ids derived from the
 // job's, so repeating finish after a partial failure stores nothing twice.
 // The body is released after the ack: if the process dies in between, the
 // body leaks, which is better than a redelivered job finding it gone.
-func (s *sender) finish(ctx context.Context, m jetstream.Msg, env *envelope.Envelope, pl plan, ev *events.Event, log *slog.Logger) error {
+func (s *sender) finish(ctx context.Context, m jetstream.Msg, p pool.Pool, env *envelope.Envelope, pl plan, ev *events.Event, log *slog.Logger) error {
 	var err error
 	for i := range finishAttempts {
 		if i > 0 {
 			time.Sleep(finishBaseDelay << (i - 1))
 			_ = m.InProgress()
 		}
-		if err = s.store(ctx, m, env, pl, ev); err == nil {
+		if err = s.store(ctx, m, p, env, pl, ev); err == nil {
 			break
 		}
 		log.Warn("store delivery outcome; retrying", "err", err)
@@ -243,7 +288,7 @@ func (s *sender) finish(ctx context.Context, m jetstream.Msg, env *envelope.Enve
 	return nil
 }
 
-func (s *sender) store(ctx context.Context, m jetstream.Msg, env *envelope.Envelope, pl plan, ev *events.Event) error {
+func (s *sender) store(ctx context.Context, m jetstream.Msg, p pool.Pool, env *envelope.Envelope, pl plan, ev *events.Event) error {
 	if err := s.b.PublishEvent(ctx, ev); err != nil {
 		return err
 	}
@@ -252,10 +297,12 @@ func (s *sender) store(ctx context.Context, m jetstream.Msg, env *envelope.Envel
 		retry.Rcpts = pl.retry
 		retry.Attempt++
 		retry.NotBefore = pl.next
-		// Same subject: the retry stays with its pool. The payload is the
-		// inline body, or empty when the body is stored by reference.
-		if err := s.b.PublishMessage(ctx, m.Subject(), retry.JobID(), retry, m.Data()); err != nil {
-			return fmt.Errorf("republish deferred recipients: %w", err)
+		// The retry waits as a message schedule that publishes it to the
+		// same subject (its pool) when due. The payload is the inline
+		// body, or empty when the body is stored by reference.
+		sched := bus.DeferredSubject(p.Name, env.ID, env.Domain)
+		if err := s.b.PublishDeferred(ctx, sched, m.Subject(), retry.JobID(), pl.next, retry, m.Data()); err != nil {
+			return fmt.Errorf("schedule deferred recipients: %w", err)
 		}
 	}
 	if err := m.DoubleAck(ctx); err != nil {
@@ -267,13 +314,15 @@ func (s *sender) store(ctx context.Context, m jetstream.Msg, env *envelope.Envel
 // deliveryEvent reports one attempt. Its id is the job id's (which carries
 // the attempt number), so a repeated publish of the same attempt is stored
 // once.
-func deliveryEvent(env *envelope.Envelope, poolName string, ip pool.IP, res delivery.Result, pl plan, start, end time.Time) *events.Event {
+func deliveryEvent(env *envelope.Envelope, poolName string, res delivery.Result, pl plan, start, end time.Time) *events.Event {
 	return &events.Event{
 		ID: env.JobID() + ".delivery", Type: events.TypeDelivery, Time: end.UTC(),
 		Tenant: env.Tenant, MsgID: env.ID,
 		Delivery: &events.Delivery{
-			Domain: env.Domain, Pool: poolName, SourceIP: ip.Address, MX: res.MX,
+			Domain: env.Domain, Pool: poolName, SourceIP: res.Source.Address, MX: res.MX,
 			Attempt: env.Attempt + 1, DurationMs: end.Sub(start).Milliseconds(),
+			Site: res.Site, MXAddr: res.Addr, TLS: res.TLS, Reused: res.Reused,
+			ConnectMs: res.ConnectMs, TLSMs: res.TLSMs, TxnMs: res.TxnMs,
 			NextAttempt: pl.next, Rcpts: pl.rcpts,
 		},
 	}
