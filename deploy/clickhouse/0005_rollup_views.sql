@@ -52,7 +52,8 @@ FROM verdicts
 GROUP BY tenant, minute;
 
 -- blocked: a failed attempt whose reply text names a blocklist or the
--- sender's reputation (Spamhaus, "listed", "poor reputation", ...). A later
+-- sender's reputation (Spamhaus, "listed", "poor reputation", ...; not
+-- "greylisted", a routine deferral). A later
 -- migration adds the classified bounce reason once deliveries carry it.
 CREATE MATERIALIZED VIEW IF NOT EXISTS tenant_minute_deliveries_mv TO tenant_minute AS
 SELECT
@@ -73,7 +74,7 @@ SELECT
     countIf(outcome = 'bounced' AND reply_code >= 500) AS hard_bounces,
     countIf(outcome = 'expired' OR outcome = 'bounced' AND reply_code < 500) AS soft_bounces,
     countIf(outcome != 'delivered'
-        AND match(lower(reply_text), 'block ?list|black ?list|blocked|listed|spamhaus|spamcop|barracuda|dnsbl|rbl|reputation')) AS blocked,
+        AND match(lower(reply_text), 'block ?list|black ?list|\\bblocked\\b|\\blisted\\b|spamhaus|spamcop|barracuda|dnsbl|\\brbl\\b|reputation')) AS blocked,
     toUInt64(0) AS complaints,
     toUInt64(0) AS suppressed
 FROM deliveries
