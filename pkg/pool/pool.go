@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"time"
 )
 
 // Purpose says what mail a pool carries.
@@ -33,6 +34,10 @@ type IP struct {
 	// EHLO is the name the sender greets with from this address; it should be
 	// the address's PTR name (RFC 5321 4.1.1.1, and receivers check it).
 	EHLO string `yaml:"ehlo"`
+	// WarmupStart is the first day (YYYY-MM-DD, UTC) of a new address's
+	// warm-up: until its schedule (sender.warmup) ends, it sends each
+	// destination site no more than that day's cap. Empty: no warm-up.
+	WarmupStart string `yaml:"warmup_start"`
 }
 
 // Pool is a named set of source addresses.
@@ -79,6 +84,11 @@ func (s Set) Validate() error {
 			}
 			if ip.EHLO == "" {
 				return fmt.Errorf("%s.ips[%d].ehlo: required (the PTR name of %s)", key, j, ip.Address)
+			}
+			if ip.WarmupStart != "" {
+				if _, err := time.Parse(time.DateOnly, ip.WarmupStart); err != nil {
+					return fmt.Errorf("%s.ips[%d].warmup_start: %q, want a date YYYY-MM-DD", key, j, ip.WarmupStart)
+				}
 			}
 		}
 	}

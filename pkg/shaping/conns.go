@@ -1,0 +1,127 @@
+package shaping
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outflowmail/outflow/pkg/delivery"
+)
+
+// Connection slots. Each open connection of (src, site) holds one key
+// conn.<ip>.<site>.<n> with n below the connection limit, created with
+// KeyValue.Create, which JetStream makes atomic (a publish expecting the
+// subject to have no message): two processes can never hold the same slot.
+// The key has a TTL of one lease and its holder rewrites it every third of
+// a lease, so the slots of a process that died come back within a lease.
+// Acquiring costs one KV round trip per slot tried; the connection then
+// carries up to max_messages_per_conn messages, so this is per connection,
+// not per message.
+
+// AcquireConn takes a free connection slot of (src, site) or returns
+// delivery.ErrBusy at once when every slot under the limit is taken (or
+// src is suspended toward site).
+func (s *Shaper) AcquireConn(ctx context.Context, src, site string) (func(), error) {
+	now := s.now()
+	if until, ok := s.blocked(src, site, now); ok {
+		return nil, fmt.Errorf("%s toward %s: suspended until %s: %w", src, site, until.UTC().Format(time.RFC3339), delivery.ErrBusy)
+	}
+	limit := s.effective(src, site, now).MaxConnections
+	prefix := "conn." + IPToken(src) + "." + siteToken(site) + "."
+	start := randomOffset(limit)
+	for i := range limit {
+		key := prefix + strconv.Itoa((start+i)%limit)
+		s.mu.Lock()
+		_, mine := s.held[key]
+		s.mu.Unlock()
+		if mine {
+			continue
+		}
+		rev, err := s.kv.Create(ctx, key, []byte(s.sender), jetstream.KeyTTL(s.lease))
+		if isConflict(err) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("take connection slot %s: %w", key, err)
+		}
+		s.mu.Lock()
+		s.held[key] = rev
+		s.mu.Unlock()
+		var once sync.Once
+		return func() { once.Do(func() { s.releaseSlot(key) }) }, nil
+	}
+	return nil, fmt.Errorf("%s toward %s: %d connections open: %w", src, site, limit, delivery.ErrBusy)
+}
+
+// releaseSlot frees a slot if this process still holds it.
+func (s *Shaper) releaseSlot(key string) {
+	s.mu.Lock()
+	rev, ok := s.held[key]
+	delete(s.held, key)
+	s.mu.Unlock()
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// Purge only our revision: if the lease ran out and another process
+	// took the slot, it stays theirs. The purge marker goes after a minute.
+	err := s.kv.Purge(ctx, key, jetstream.LastRevision(rev), jetstream.PurgeTTL(time.Minute))
+	if err != nil && !isConflict(err) {
+		s.log.Warn("release connection slot; it expires with its lease", "key", key, "err", err)
+	}
+}
+
+// refreshLoop rewrites the held slots every third of a lease.
+func (s *Shaper) refreshLoop(ctx context.Context) {
+	t := time.NewTicker(s.lease / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.refresh(ctx)
+	}
+}
+
+func (s *Shaper) refresh(ctx context.Context) {
+	s.mu.Lock()
+	held := make(map[string]uint64, len(s.held))
+	for k, v := range s.held {
+		held[k] = v
+	}
+	s.mu.Unlock()
+	for key, rev := range held {
+		rctx, cancel := context.WithTimeout(ctx, s.lease/3)
+		newRev, err := s.renew(rctx, key, rev)
+		cancel()
+		s.mu.Lock()
+		cur, still := s.held[key]
+		switch {
+		case !still || cur != rev:
+			// Released meanwhile.
+		case err == nil:
+			s.held[key] = newRev
+		case isConflict(err):
+			// The lease ran out (this process stalled) and the slot is
+			// someone else's now; the connection keeps going, uncounted,
+			// until it closes.
+			delete(s.held, key)
+			s.log.Warn("connection slot lost to another sender after its lease ran out", "key", key)
+		default:
+			s.log.Warn("refresh connection slot", "key", key, "err", err)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// renew rewrites a held slot with a fresh TTL if it is still at rev.
+func (s *Shaper) renew(ctx context.Context, key string, rev uint64) (uint64, error) {
+	return publishTTL(ctx, s.js, key, []byte(s.sender), s.lease, &rev)
+}
