@@ -1,0 +1,318 @@
+// Package feedback is the feedback worker role: it consumes the reports the
+// MX listener spooled on the FEEDBACK stream (asynchronous bounces,
+// feedback-loop complaints, DMARC aggregate reports), parses them, ties
+// each to its tenant and message, publishes bounce, complaint and dmarc
+// events, and puts hard-bounced and complaining recipients on the tenant's
+// suppression list. Every report is counted by a feedback_report event;
+// one that cannot be parsed is kept on the dead-letter stream, never
+// dropped.
+package feedback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outflowmail/outflow/pkg/bus"
+	"github.com/outflowmail/outflow/pkg/envelope"
+	"github.com/outflowmail/outflow/pkg/events"
+	"github.com/outflowmail/outflow/pkg/suppression"
+	"github.com/outflowmail/outflow/pkg/tenant"
+	"github.com/outflowmail/outflow/pkg/verp"
+)
+
+// SubjectUnparsed is where reports that could not be parsed are kept, on
+// the dead-letter stream (30 days), with the reason in a header.
+const SubjectUnparsed = bus.SubjectDead + ".feedback-unparsed"
+
+// HeaderUnparsed carries the parse error of a kept report.
+const HeaderUnparsed = "Outflow-Unparsed-Error"
+
+// Config of the feedback role.
+type Config struct {
+	// Workers is how many reports are handled at once.
+	Workers int `yaml:"workers"`
+	// Suppression says how long entries last.
+	Suppression suppression.Config `yaml:"suppression"`
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{Workers: 2, Suppression: suppression.DefaultConfig()}
+}
+
+// Validate names the first bad key.
+func (c Config) Validate() error {
+	if c.Workers < 1 {
+		return errors.New("feedback.workers: must be at least 1")
+	}
+	return c.Suppression.Validate()
+}
+
+// Report classes.
+const (
+	ClassDSN       = "dsn"
+	ClassARF       = "arf"
+	ClassDMARC     = "dmarc"
+	ClassAutoReply = "autoreply"
+	ClassUnparsed  = "unparsed"
+)
+
+// Finding is what a parser made of a report.
+type Finding struct {
+	// Class is dsn, arf, dmarc or autoreply.
+	Class string
+	// Bounces are the failed recipients of a DSN.
+	Bounces []events.Bounce
+	// Complaint is the ARF report (Attribution and ReportID left empty).
+	Complaint *events.Complaint
+	// DMARC is the aggregate report.
+	DMARC *events.DMARC
+	// Original holds what the report quotes of the original message.
+	Original Original
+}
+
+// Original is what a report quotes of the message it is about: enough to
+// find the tenant and message when the return path does not say.
+type Original struct {
+	// ReturnPath is the original's Return-Path (or an ARF report's
+	// Original-Mail-From): our VERP address when we sent it.
+	ReturnPath string
+	MessageID  string
+	FeedbackID string
+	// Received are the original's Received header values, top first.
+	Received []string
+}
+
+// Parser reads a raw report received at a mailbox (bounce, fbl, dmarc).
+// An error means the report is kept for inspection as unparsed.
+type Parser interface {
+	Parse(mailbox string, raw []byte) (Finding, error)
+}
+
+// Tenants looks tenants up (a *tenant.Directory), so that a report naming
+// an unknown tenant is not attributed to it.
+type Tenants interface {
+	Tenant(id string) *tenant.Tenant
+}
+
+// Stats counts reports by outcome since the worker started; the
+// feedback_report events carry the same in ClickHouse.
+type Stats struct {
+	Reports, Unparsed, AutoReplies, Forged, Unattributed, Suppressed atomic.Int64
+}
+
+// Worker handles reports.
+type Worker struct {
+	cfg     Config
+	bus     *bus.Bus
+	parser  Parser
+	verp    *verp.Codec // nil when VERP is off
+	tenants Tenants
+	supp    *suppression.Store
+	log     *slog.Logger
+	Stats   Stats
+}
+
+// New returns a worker. codec may be nil (VERP disabled: attribution by
+// the original's headers only).
+func New(ctx context.Context, cfg Config, b *bus.Bus, p Parser, codec *verp.Codec, tenants Tenants, log *slog.Logger) (*Worker, error) {
+	s, err := suppression.Open(ctx, b.JS, b.Config().Replicas)
+	if err != nil {
+		return nil, err
+	}
+	return &Worker{cfg: cfg, bus: b, parser: p, verp: codec, tenants: tenants, supp: s, log: log}, nil
+}
+
+// Run consumes the feedback stream until ctx ends.
+func (w *Worker) Run(ctx context.Context) error {
+	c := bus.Consumer{Stream: bus.StreamFeedback, Durable: "feedback", Workers: w.cfg.Workers}
+	err := w.bus.Consume(ctx, c, w.log, func(ctx context.Context, m jetstream.Msg) {
+		if err := w.Handle(ctx, m.Subject(), m.Headers(), m.Data()); err != nil {
+			w.log.Warn("handle report; will retry", "err", err)
+			_ = m.NakWithDelay(5 * time.Second)
+			return
+		}
+		if err := m.Ack(); err != nil {
+			w.log.Warn("ack report", "err", err)
+		}
+	})
+	w.log.Info("feedback worker stopped", "reports", w.Stats.Reports.Load(), "unparsed", w.Stats.Unparsed.Load(),
+		"autoreplies", w.Stats.AutoReplies.Load(), "forged", w.Stats.Forged.Load(), "suppressed", w.Stats.Suppressed.Load())
+	return err
+}
+
+// Handle processes one spooled report. An error means nothing final
+// happened that a retry would repeat wrongly: every event id and
+// suppression entry is derived from the report, so a retry is idempotent.
+func (w *Worker) Handle(ctx context.Context, subject string, h nats.Header, payload []byte) error {
+	env, err := envelope.Decode(h)
+	if err != nil {
+		return err
+	}
+	mailbox := subject[strings.LastIndexByte(subject, '.')+1:]
+	raw, err := w.bus.Body(ctx, env, payload)
+	if err != nil {
+		return err
+	}
+	rep := &events.Report{ReportID: env.ID, Mailbox: mailbox, Size: env.Size}
+	f, perr := w.parser.Parse(mailbox, raw)
+	if perr != nil {
+		return w.unparsed(ctx, env, h, payload, rep, perr)
+	}
+	rep.Class = f.Class
+	var evs []*events.Event
+	var entries []suppression.Entry
+	switch f.Class {
+	case ClassDSN:
+		evs, entries = w.bounces(env, f, rep)
+	case ClassARF:
+		evs, entries = w.complaint(env, f, rep)
+	case ClassDMARC:
+		ev := w.event(env, env.ID+".dmarc", events.TypeDMARC, "", env.ID)
+		d := *f.DMARC
+		d.ReportID = env.ID
+		ev.DMARC = &d
+		evs = append(evs, ev)
+	case ClassAutoReply:
+		w.Stats.AutoReplies.Add(1)
+	default:
+		return w.unparsed(ctx, env, h, payload, rep, fmt.Errorf("parser gave unknown class %q", f.Class))
+	}
+	for _, e := range entries {
+		added, err := w.supp.Add(ctx, e)
+		if err != nil {
+			return err
+		}
+		if added {
+			w.Stats.Suppressed.Add(1)
+			w.log.Info("recipient suppressed", "tenant", e.Tenant, "msg_id", e.MsgID, "source", e.Source, "reason", e.Reason)
+		}
+	}
+	reportEv := w.event(env, env.ID+".report", events.TypeFeedbackReport, "", env.ID)
+	if len(evs) > 0 {
+		reportEv.Tenant = evs[0].Tenant
+	}
+	reportEv.Report = rep
+	for _, ev := range append(evs, reportEv) {
+		if err := w.bus.PublishEvent(ctx, ev); err != nil {
+			return err
+		}
+	}
+	w.Stats.Reports.Add(1)
+	if rep.Forged {
+		w.Stats.Forged.Add(1)
+	}
+	if rep.Attribution == events.AttrNone {
+		w.Stats.Unattributed.Add(1)
+	}
+	return w.bus.ReleaseBody(ctx, env)
+}
+
+// unparsed keeps a report that could not be parsed on the dead-letter
+// stream (a large body stays in the object store, named by the envelope),
+// and counts it.
+func (w *Worker) unparsed(ctx context.Context, env *envelope.Envelope, h nats.Header, payload []byte, rep *events.Report, perr error) error {
+	rep.Class, rep.Error = ClassUnparsed, perr.Error()
+	dm := nats.NewMsg(SubjectUnparsed)
+	dm.Header = nats.Header{}
+	for k, v := range h {
+		dm.Header[k] = v
+	}
+	dm.Header.Set(HeaderUnparsed, perr.Error())
+	dm.Data = payload
+	pctx, cancel := context.WithTimeout(ctx, w.bus.Config().PublishTimeout)
+	defer cancel()
+	if _, err := w.bus.JS.PublishMsg(pctx, dm, jetstream.WithMsgID(env.ID+".unparsed")); err != nil {
+		return fmt.Errorf("keep unparsed report %s: %w", env.ID, err)
+	}
+	ev := w.event(env, env.ID+".report", events.TypeFeedbackReport, "", env.ID)
+	ev.Report = rep
+	if err := w.bus.PublishEvent(ctx, ev); err != nil {
+		return err
+	}
+	w.Stats.Reports.Add(1)
+	w.Stats.Unparsed.Add(1)
+	w.log.Warn("report unparsed; kept on the dead-letter stream", "report_id", env.ID, "mailbox", rep.Mailbox, "err", perr)
+	return nil
+}
+
+func (w *Worker) event(env *envelope.Envelope, id string, t events.Type, tenant, msgID string) *events.Event {
+	// The report's received time, the same whenever it is processed, so
+	// that a reprocessed report collapses with its first rows.
+	return &events.Event{ID: id, Type: t, Time: env.Received.UTC(), Tenant: tenant, MsgID: msgID}
+}
+
+// bounces makes one bounce event per failed recipient, and suppression
+// entries for the hard ones.
+func (w *Worker) bounces(env *envelope.Envelope, f Finding, rep *events.Report) ([]*events.Event, []suppression.Entry) {
+	a := w.attribute(env.Rcpts, f.Original, rep)
+	var evs []*events.Event
+	var entries []suppression.Entry
+	for i, b := range f.Bounces {
+		// A per-recipient token names the address the tenant sent to, which
+		// a forwarder's DSN may not (it names the final mailbox).
+		if a.rcpt != "" && len(f.Bounces) == 1 {
+			b.Rcpt = a.rcpt
+		}
+		b.Attribution, b.ReportID = rep.Attribution, env.ID
+		ev := w.event(env, fmt.Sprintf("%s.bounce.%d", env.ID, i), events.TypeBounce, a.tenant, a.msgID)
+		ev.Bounce = &b
+		evs = append(evs, ev)
+		if b.Hard && a.tenant != "" && b.Rcpt != "" {
+			entries = append(entries, w.entry(env, a, b.Rcpt, b.Reason, suppression.SourceBounce))
+		}
+	}
+	return evs, entries
+}
+
+// complaint makes the complaint event, and a suppression entry when the
+// complaint asks not to be mailed again.
+func (w *Worker) complaint(env *envelope.Envelope, f Finding, rep *events.Report) ([]*events.Event, []suppression.Entry) {
+	a := w.attribute(nil, f.Original, rep)
+	c := *f.Complaint
+	if c.Rcpt == "" {
+		c.Rcpt = a.rcpt // redacted by the receiver; the token still knows
+	}
+	if c.MessageID == "" {
+		c.MessageID = f.Original.MessageID
+	}
+	if c.FeedbackID == "" {
+		c.FeedbackID = f.Original.FeedbackID
+	}
+	c.Attribution, c.ReportID = rep.Attribution, env.ID
+	ev := w.event(env, env.ID+".complaint", events.TypeComplaint, a.tenant, a.msgID)
+	ev.Complaint = &c
+	var entries []suppression.Entry
+	if suppresses(c.FeedbackType) && a.tenant != "" && c.Rcpt != "" {
+		entries = append(entries, w.entry(env, a, c.Rcpt, c.FeedbackType, suppression.SourceComplaint))
+	}
+	return []*events.Event{ev}, entries
+}
+
+// suppresses reports whether a complaint of feedback type t (RFC 5965 7.3)
+// means "do not mail me again": abuse and fraud are spam reports, opt-out
+// an unsubscribe. not-spam, virus and auth-failure say nothing about the
+// recipient's wishes.
+func suppresses(t string) bool {
+	switch strings.ToLower(t) {
+	case "abuse", "fraud", "opt-out", "opt-out-list", "other":
+		return true
+	}
+	return false
+}
+
+func (w *Worker) entry(env *envelope.Envelope, a attribution, rcpt, reason, source string) suppression.Entry {
+	e := suppression.Entry{Tenant: a.tenant, Address: rcpt, Reason: reason, Source: source, MsgID: a.msgID, Created: env.Received.UTC()}
+	if ttl := w.cfg.Suppression.TTL(source); ttl > 0 {
+		e.Expires = e.Created.Add(ttl)
+	}
+	return e
+}
