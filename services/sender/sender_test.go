@@ -252,8 +252,8 @@ func TestSender_MixedOutcomesRetryOnlyDeferred(t *testing.T) {
 		if rr.Rcpt == "busy@example.net" && (rr.Code != 450 || rr.Enhanced != "4.2.1" || rr.Text != "mailbox busy") {
 			t.Errorf("deferred reply %+v, want 450 4.2.1 mailbox busy", rr)
 		}
-		if rr.Rcpt == "nobody@example.net" && (rr.Code != 550 || rr.Enhanced != "5.1.1") {
-			t.Errorf("bounced reply %+v, want 550 5.1.1", rr)
+		if rr.Rcpt == "nobody@example.net" && (rr.Code != 550 || rr.Enhanced != "5.1.1" || rr.Bounce != "hard") {
+			t.Errorf("bounced reply %+v, want 550 5.1.1, a hard bounce", rr)
 		}
 	}
 	if first.NextAttempt.IsZero() {
@@ -328,8 +328,8 @@ func TestSender_ExpiredJobIsNotTried(t *testing.T) {
 	w.publish(t, &envelope.Envelope{Tenant: "demo", From: "a@demo.example", Rcpts: []string{"b@example.net"}, Domain: "example.net",
 		Received: time.Now().Add(-2 * time.Hour)}, body)
 	d := w.next(t)
-	if rr := d.Rcpts[0]; rr.Outcome != events.OutcomeExpired || rr.Enhanced != "4.4.7" {
-		t.Errorf("event %+v, want expired 4.4.7", d)
+	if rr := d.Rcpts[0]; rr.Outcome != events.OutcomeExpired || rr.Enhanced != "4.4.7" || rr.Reason != "expired" {
+		t.Errorf("event %+v, want expired 4.4.7 with reason expired", d)
 	}
 	if r.Connections() != 0 {
 		t.Errorf("%d connections for an expired job, want 0", r.Connections())
@@ -349,8 +349,8 @@ func TestSender_ExpiresWhenNextRetryIsTooLate(t *testing.T) {
 	for last == nil || last.Rcpts[0].Outcome == events.OutcomeDeferred {
 		last = w.next(t)
 	}
-	if rr := last.Rcpts[0]; rr.Outcome != events.OutcomeExpired || rr.Code != 452 || !last.NextAttempt.IsZero() {
-		t.Errorf("last event %+v, want expired with the last reply (452) and no next attempt", last)
+	if rr := last.Rcpts[0]; rr.Outcome != events.OutcomeExpired || rr.Code != 452 || rr.Reason != "expired" || !last.NextAttempt.IsZero() {
+		t.Errorf("last event %+v, want expired (reason expired) with the last reply (452) and no next attempt", last)
 	}
 	w.quiet(t, time.Second)
 	eventually(t, "job acked", func() bool { return w.outbound(t) == 0 })
