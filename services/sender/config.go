@@ -45,6 +45,9 @@ type Config struct {
 	DataTimeout time.Duration `yaml:"data_timeout"`
 	// Retry is the schedule of deferred recipients.
 	Retry Retry `yaml:"retry"`
+	// Identity is sender.dkim, sender.verp and sender.provider_id
+	// (identity.go).
+	Identity `yaml:",inline"`
 }
 
 // Retry is the retry schedule: the first retry after FirstDelay, each
@@ -125,6 +128,7 @@ func DefaultConfig() Config {
 			MaxDelay:   2 * time.Hour,
 			MaxAge:     72 * time.Hour,
 		},
+		Identity: DefaultIdentity(),
 	}
 }
 
@@ -183,5 +187,5 @@ func (c Config) Validate() error {
 			return err
 		}
 	}
-	return nil
+	return c.Identity.validate()
 }

@@ -78,8 +78,12 @@ func RunWith(ctx context.Context, cfg Config, pools pool.Set, b *bus.Bus, log *s
 		}
 		opts.Resolver = r
 	}
+	id, err := newIdentity(cfg.Identity, b, log)
+	if err != nil {
+		return err
+	}
 	s := &sender{
-		cfg: cfg, b: b, log: log, now: opts.Now, rand: opts.Rand, name: opts.Name,
+		cfg: cfg, b: b, log: log, now: opts.Now, rand: opts.Rand, name: opts.Name, id: id,
 		d: delivery.New(delivery.Options{
 			Resolver: opts.Resolver, Dial: opts.Dial, Transports: cfg.Transports, Port: cfg.SMTPPort,
 			ConnectTimeout: cfg.ConnectTimeout, CommandTimeout: cfg.CommandTimeout, DataTimeout: cfg.DataTimeout,
@@ -147,6 +151,7 @@ type sender struct {
 	now  func() time.Time
 	rand func() float64
 	name string
+	id   *identity // DKIM, VERP, Feedback-ID (identity.go)
 }
 
 // Delays of naks when the bus itself fails; the job is retried, not lost.
@@ -193,8 +198,14 @@ func (s *sender) handle(ctx context.Context, p pool.Pool, m jetstream.Msg, log *
 			_ = m.NakWithDelay(busRetryDelay)
 			return
 		}
+		returnPath, body, err := s.id.prepare(ctx, env, p.Name, body)
+		if err != nil {
+			log.Error("prepare message (Feedback-ID, DKIM, VERP); will retry", "err", err)
+			_ = m.NakWithDelay(busRetryDelay)
+			return
+		}
 		stop := keepAlive(m, s.b.Config().AckWait/3)
-		res = s.d.Deliver(ctx, delivery.Job{Domain: env.Domain, From: env.From, Rcpts: env.Rcpts, Body: body, Sources: p.IPs})
+		res = s.d.Deliver(ctx, delivery.Job{Domain: env.Domain, From: env.From, Rcpts: env.Rcpts, Body: body, Sources: p.IPs, ReturnPath: returnPath})
 		stop()
 		attempted = true
 		if res.Shaped() {
