@@ -5,8 +5,9 @@
 --   SELECT source_ip, sum(messages), sumIf(messages, dkim = 'pass' OR spf = 'pass')
 --   FROM dmarc_reports FINAL GROUP BY source_ip
 -- msg_id is the id the MX listener gave the report (all rows of one report
--- share it), record the record's position in the report; tenant is the tenant
--- owning the policy domain, '' for the provider's own domains.
+-- share it), record the record's position in the report. tenant is '': a
+-- report is about a domain, not a message; join domain with the tenants'
+-- domains to see one tenant's.
 CREATE TABLE IF NOT EXISTS dmarc_reports
 (
     event_id      String,
