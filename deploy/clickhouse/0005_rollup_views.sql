@@ -54,7 +54,7 @@ GROUP BY tenant, minute;
 -- blocked: a failed attempt whose reply text names a blocklist or the
 -- sender's reputation (Spamhaus, "listed", "poor reputation", ...; not
 -- "greylisted", a routine deferral). A later
--- migration adds the classified bounce reason once deliveries carry it.
+-- migration (0061) replaces this view to use the classified reason.
 CREATE MATERIALIZED VIEW IF NOT EXISTS tenant_minute_deliveries_mv TO tenant_minute AS
 SELECT
     tenant,

@@ -30,8 +30,13 @@ func testStatus(t *testing.T, s *chstore.Store) {
 	if len(st.Applied) < 6 {
 		t.Errorf("Status.Applied = %v, want at least versions 1..6", st.Applied)
 	}
+	// 0061 replaced the first deliveries view.
+	if n := count(t, s, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'tenant_minute_deliveries_mv'"); n != 0 {
+		t.Errorf("old deliveries view still there")
+	}
 	for _, table := range []string{"tenant_minute", "tenant_minute_fingerprints", "tenant_minute_verdicts_mv",
-		"tenant_minute_messages_mv", "tenant_minute_deliveries_mv", "tenant_minute_fingerprints_mv"} {
+		"tenant_minute_messages_mv", "tenant_minute_deliveries_v2_mv", "tenant_minute_fingerprints_mv",
+		"tenant_minute_bounces_mv", "tenant_minute_complaints_mv", "tenant_minute_suppressions_mv"} {
 		if n := count(t, s, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = '"+table+"'"); n != 1 {
 			t.Errorf("table %s: %d, want 1", table, n)
 		}
@@ -51,6 +56,9 @@ func testRollupsExact(t *testing.T, s *chstore.Store) {
 		tenant := fmt.Sprintf("t%d", i%3)
 		at := base.Add(time.Duration(i) * 7 * time.Second) // spread over 7 minutes
 		evs = append(evs, rollupEvents(tenant, fmt.Sprintf("m%d", i), labels[i%len(labels)], fmt.Sprintf("fp%d", i%4), at)...)
+		if i%2 == 0 {
+			evs = append(evs, rollupFeedback(tenant, fmt.Sprintf("m%d", i), i, at.Add(time.Minute))...)
+		}
 	}
 	load := func(batch []*events.Event) {
 		t.Helper()
@@ -84,7 +92,14 @@ func testRollupsExact(t *testing.T, s *chstore.Store) {
 		{"attempts", "SELECT count() FROM deliveries FINAL", "SELECT sum(attempts) FROM tenant_minute", 180},
 		{"delivered", "SELECT countIf(outcome = 'delivered') FROM deliveries FINAL", "SELECT sum(delivered) FROM tenant_minute", 60},
 		{"deferred", "SELECT countIf(outcome = 'deferred') FROM deliveries FINAL", "SELECT sum(deferred) FROM tenant_minute", 60},
-		{"hard", "SELECT countIf(outcome = 'bounced' AND reply_code >= 500) FROM deliveries FINAL", "SELECT sum(hard_bounces) FROM tenant_minute", 60},
+		// 60 refused with a 5xx at delivery, 15 async hard bounces.
+		{"hard", "SELECT countIf(outcome = 'bounced' AND reply_code >= 500) + (SELECT countIf(hard = 1) FROM bounces FINAL) FROM deliveries FINAL",
+			"SELECT sum(hard_bounces) FROM tenant_minute", 75},
+		{"soft", "SELECT count() FROM bounces FINAL WHERE hard = 0", "SELECT sum(soft_bounces) FROM tenant_minute", 15},
+		// abuse counts, not-spam does not; unattributed reports neither.
+		{"complaints", "SELECT count() FROM complaints FINAL WHERE feedback_type = 'abuse' AND tenant != ''",
+			"SELECT sum(complaints) FROM tenant_minute", 10},
+		{"suppressed", "SELECT count() FROM suppressions FINAL", "SELECT sum(suppressed) FROM tenant_minute", 30},
 		{"blocked", "SELECT countIf(reply_text LIKE '%Spamhaus%') FROM deliveries FINAL", "SELECT sum(blocked) FROM tenant_minute", 60},
 		{"fingerprints", "SELECT uniqExact(fingerprint) FROM verdicts FINAL", "SELECT uniqExact(fingerprint) FROM tenant_minute_fingerprints", 4},
 		{"top fingerprint", "SELECT max(n) FROM (SELECT fingerprint, count() AS n FROM verdicts FINAL GROUP BY fingerprint)",
@@ -123,6 +138,26 @@ func testRollupsExact(t *testing.T, s *chstore.Store) {
 	if len(raw) < 10 || !slices.Equal(raw, rollup) {
 		t.Errorf("per tenant and minute:\nraw    %q\nrollup %q", raw, rollup)
 	}
+}
+
+// rollupFeedback is what comes back about message msgID (i-th): an async
+// bounce, hard for even i/2, and a suppressed recipient; for every third
+// message also a complaint, abuse or not-spam in turn, and one that could
+// not be attributed.
+func rollupFeedback(tenant, msgID string, i int, at time.Time) []*events.Event {
+	b := &events.Event{ID: msgID + ".bounce", Type: events.TypeBounce, Time: at, Tenant: tenant, MsgID: msgID}
+	b.Bounce = &events.Bounce{Rcpt: "a@x.example", Status: "5.1.1", Reason: "userunknown", Hard: i/2%2 == 0, Attribution: events.AttrVERP}
+	sup := &events.Event{ID: msgID + ".suppressed", Type: events.TypeSuppressed, Time: at, Tenant: tenant, MsgID: msgID}
+	sup.Suppressed = &events.Suppressed{Rcpt: "c@x.example", Reason: "userunknown", Source: "bounce", Since: at}
+	out := []*events.Event{b, sup}
+	if i%3 == 0 {
+		c := &events.Event{ID: msgID + ".complaint", Type: events.TypeComplaint, Time: at, Tenant: tenant, MsgID: msgID}
+		c.Complaint = &events.Complaint{Rcpt: "a@x.example", FeedbackType: []string{"abuse", "not-spam"}[i/3%2], Attribution: events.AttrVERP}
+		lost := &events.Event{ID: msgID + ".lost", Type: events.TypeComplaint, Time: at}
+		lost.Complaint = &events.Complaint{FeedbackType: "abuse", Attribution: events.AttrNone}
+		out = append(out, c, lost)
+	}
+	return out
 }
 
 // rollupEvents is one message of tenant: a verdict, a routed event with
