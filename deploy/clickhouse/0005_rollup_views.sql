@@ -1,29 +1,15 @@
 -- Materialized views filling the rollups of 0004 from the raw tables. A view
 -- runs on every block inserted into its source table, after the block is
 -- written there. ClickHouse 18.16 wants every column of the target table in
--- a view's SELECT, so each view names the counters it does not fill as 0.
+-- a view's SELECT, so each view names the counters it does not fill as 0 (the zeros
+-- template helper writes them).
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS tenant_minute_messages_mv TO tenant_minute AS
 SELECT
     tenant,
     toStartOfMinute(received) AS minute,
     count() AS messages,
-    sum(toUInt64(rcpt_count)) AS rcpts,
-    toUInt64(0) AS verdicts,
-    toUInt64(0) AS clean,
-    toUInt64(0) AS suspect,
-    toUInt64(0) AS spam,
-    toUInt64(0) AS malicious,
-    toUInt64(0) AS attempts,
-    toUInt64(0) AS delivered,
-    toUInt64(0) AS deferred,
-    toUInt64(0) AS bounced,
-    toUInt64(0) AS expired,
-    toUInt64(0) AS hard_bounces,
-    toUInt64(0) AS soft_bounces,
-    toUInt64(0) AS blocked,
-    toUInt64(0) AS complaints,
-    toUInt64(0) AS suppressed
+    sum(toUInt64(rcpt_count)) AS rcpts{{zeros "messages" "rcpts"}}
 FROM messages
 GROUP BY tenant, minute;
 
@@ -31,23 +17,11 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS tenant_minute_verdicts_mv TO tenant_minut
 SELECT
     tenant,
     toStartOfMinute(time) AS minute,
-    toUInt64(0) AS messages,
-    toUInt64(0) AS rcpts,
     count() AS verdicts,
     countIf(label = 'clean') AS clean,
     countIf(label = 'suspect') AS suspect,
     countIf(label = 'spam') AS spam,
-    countIf(label = 'malicious') AS malicious,
-    toUInt64(0) AS attempts,
-    toUInt64(0) AS delivered,
-    toUInt64(0) AS deferred,
-    toUInt64(0) AS bounced,
-    toUInt64(0) AS expired,
-    toUInt64(0) AS hard_bounces,
-    toUInt64(0) AS soft_bounces,
-    toUInt64(0) AS blocked,
-    toUInt64(0) AS complaints,
-    toUInt64(0) AS suppressed
+    countIf(label = 'malicious') AS malicious{{zeros "verdicts" "clean" "suspect" "spam" "malicious"}}
 FROM verdicts
 GROUP BY tenant, minute;
 
@@ -59,13 +33,6 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS tenant_minute_deliveries_mv TO tenant_min
 SELECT
     tenant,
     toStartOfMinute(time) AS minute,
-    toUInt64(0) AS messages,
-    toUInt64(0) AS rcpts,
-    toUInt64(0) AS verdicts,
-    toUInt64(0) AS clean,
-    toUInt64(0) AS suspect,
-    toUInt64(0) AS spam,
-    toUInt64(0) AS malicious,
     count() AS attempts,
     countIf(outcome = 'delivered') AS delivered,
     countIf(outcome = 'deferred') AS deferred,
@@ -74,9 +41,7 @@ SELECT
     countIf(outcome = 'bounced' AND reply_code >= 500) AS hard_bounces,
     countIf(outcome = 'expired' OR outcome = 'bounced' AND reply_code < 500) AS soft_bounces,
     countIf(outcome != 'delivered'
-        AND match(lower(reply_text), 'block ?list|black ?list|\\bblocked\\b|\\blisted\\b|spamhaus|spamcop|barracuda|dnsbl|\\brbl\\b|reputation')) AS blocked,
-    toUInt64(0) AS complaints,
-    toUInt64(0) AS suppressed
+        AND match(lower(reply_text), 'block ?list|black ?list|\\bblocked\\b|\\blisted\\b|spamhaus|spamcop|barracuda|dnsbl|\\brbl\\b|reputation')) AS blocked{{zeros "attempts" "delivered" "deferred" "bounced" "expired" "hard_bounces" "soft_bounces" "blocked"}}
 FROM deliveries
 GROUP BY tenant, minute;
 

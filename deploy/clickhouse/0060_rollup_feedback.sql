@@ -10,23 +10,8 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS tenant_minute_bounces_mv TO tenant_minute
 SELECT
     tenant,
     toStartOfMinute(time) AS minute,
-    toUInt64(0) AS messages,
-    toUInt64(0) AS rcpts,
-    toUInt64(0) AS verdicts,
-    toUInt64(0) AS clean,
-    toUInt64(0) AS suspect,
-    toUInt64(0) AS spam,
-    toUInt64(0) AS malicious,
-    toUInt64(0) AS attempts,
-    toUInt64(0) AS delivered,
-    toUInt64(0) AS deferred,
-    toUInt64(0) AS bounced,
-    toUInt64(0) AS expired,
     countIf(hard = 1) AS hard_bounces,
-    countIf(hard = 0) AS soft_bounces,
-    toUInt64(0) AS blocked,
-    toUInt64(0) AS complaints,
-    toUInt64(0) AS suppressed
+    countIf(hard = 0) AS soft_bounces{{zeros "hard_bounces" "soft_bounces"}}
 FROM bounces
 WHERE tenant != ''
 GROUP BY tenant, minute;
@@ -35,23 +20,7 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS tenant_minute_complaints_mv TO tenant_min
 SELECT
     tenant,
     toStartOfMinute(time) AS minute,
-    toUInt64(0) AS messages,
-    toUInt64(0) AS rcpts,
-    toUInt64(0) AS verdicts,
-    toUInt64(0) AS clean,
-    toUInt64(0) AS suspect,
-    toUInt64(0) AS spam,
-    toUInt64(0) AS malicious,
-    toUInt64(0) AS attempts,
-    toUInt64(0) AS delivered,
-    toUInt64(0) AS deferred,
-    toUInt64(0) AS bounced,
-    toUInt64(0) AS expired,
-    toUInt64(0) AS hard_bounces,
-    toUInt64(0) AS soft_bounces,
-    toUInt64(0) AS blocked,
-    count() AS complaints,
-    toUInt64(0) AS suppressed
+    count() AS complaints{{zeros "complaints"}}
 FROM complaints
 WHERE tenant != '' AND feedback_type IN ('abuse', 'fraud', 'virus', 'other', '')
 GROUP BY tenant, minute;
@@ -60,23 +29,7 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS tenant_minute_suppressions_mv TO tenant_m
 SELECT
     tenant,
     toStartOfMinute(time) AS minute,
-    toUInt64(0) AS messages,
-    toUInt64(0) AS rcpts,
-    toUInt64(0) AS verdicts,
-    toUInt64(0) AS clean,
-    toUInt64(0) AS suspect,
-    toUInt64(0) AS spam,
-    toUInt64(0) AS malicious,
-    toUInt64(0) AS attempts,
-    toUInt64(0) AS delivered,
-    toUInt64(0) AS deferred,
-    toUInt64(0) AS bounced,
-    toUInt64(0) AS expired,
-    toUInt64(0) AS hard_bounces,
-    toUInt64(0) AS soft_bounces,
-    toUInt64(0) AS blocked,
-    toUInt64(0) AS complaints,
-    count() AS suppressed
+    count() AS suppressed{{zeros "suppressed"}}
 FROM suppressions
 WHERE tenant != ''
 GROUP BY tenant, minute;

@@ -16,13 +16,6 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS tenant_minute_deliveries_v2_mv TO tenant_
 SELECT
     tenant,
     toStartOfMinute(time) AS minute,
-    toUInt64(0) AS messages,
-    toUInt64(0) AS rcpts,
-    toUInt64(0) AS verdicts,
-    toUInt64(0) AS clean,
-    toUInt64(0) AS suspect,
-    toUInt64(0) AS spam,
-    toUInt64(0) AS malicious,
     count() AS attempts,
     countIf(outcome = 'delivered') AS delivered,
     countIf(outcome = 'deferred') AS deferred,
@@ -31,8 +24,6 @@ SELECT
     countIf(outcome = 'bounced' AND (bounce = 'hard' OR bounce = '' AND reply_code >= 500)) AS hard_bounces,
     countIf(outcome = 'expired' OR outcome = 'bounced' AND (bounce = 'soft' OR bounce = '' AND reply_code < 500)) AS soft_bounces,
     countIf(outcome != 'delivered' AND (reason IN ('blocked', 'spamdetected')
-        OR match(lower(reply_text), 'block ?list|black ?list|\\bblocked\\b|\\blisted\\b|spamhaus|spamcop|barracuda|dnsbl|\\brbl\\b|reputation'))) AS blocked,
-    toUInt64(0) AS complaints,
-    toUInt64(0) AS suppressed
+        OR match(lower(reply_text), 'block ?list|black ?list|\\bblocked\\b|\\blisted\\b|spamhaus|spamcop|barracuda|dnsbl|\\brbl\\b|reputation'))) AS blocked{{zeros "attempts" "delivered" "deferred" "bounced" "expired" "hard_bounces" "soft_bounces" "blocked"}}
 FROM deliveries
 GROUP BY tenant, minute;

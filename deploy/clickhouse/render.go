@@ -2,6 +2,7 @@ package chschema
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"text/template"
@@ -23,6 +24,13 @@ type Features struct {
 	RetentionDays int
 	// RollupRetentionDays is how long rollup rows are kept; 0 keeps them.
 	RollupRetentionDays int
+}
+
+// TenantMinuteCounters are the counter columns of the tenant_minute rollup
+// (0004), in table order; the zeros template helper fills them.
+var TenantMinuteCounters = []string{
+	"messages", "rcpts", "verdicts", "clean", "suspect", "spam", "malicious", "attempts", "delivered",
+	"deferred", "bounced", "expired", "hard_bounces", "soft_bounces", "blocked", "complaints", "suppressed",
 }
 
 // Feature thresholds: the first release where each is usable as plain SQL.
@@ -71,6 +79,18 @@ func templateFuncs(f Features) template.FuncMap {
 				return "DateTime64(" + strconv.Itoa(precision) + ")"
 			}
 			return "DateTime"
+		},
+		// zeros fills the rest of a tenant_minute row in a view's SELECT:
+		// "toUInt64(0) AS c" for each counter not named, one per line, each
+		// preceded by a comma. 18.16 wants every target column selected.
+		"zeros": func(filled ...string) string {
+			var b strings.Builder
+			for _, c := range TenantMinuteCounters {
+				if !slices.Contains(filled, c) {
+					b.WriteString(",\n    toUInt64(0) AS " + c)
+				}
+			}
+			return b.String()
 		},
 		// ttl is a table TTL clause keeping rows days after column, or
 		// nothing when the server has no TTL or days is 0.

@@ -211,3 +211,28 @@ func TestMigrations_Render(t *testing.T) {
 		}
 	}
 }
+
+// TestTenantMinuteCounters keeps the zeros helper's list in step with the
+// table 0004 creates.
+func TestTenantMinuteCounters(t *testing.T) {
+	ms, err := Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range ms {
+		if m.Name != "0004_rollup_tables.sql" {
+			continue
+		}
+		table := m.SQL[strings.Index(m.SQL, "CREATE TABLE IF NOT EXISTS tenant_minute\n"):]
+		table = table[:strings.Index(table, "ENGINE")]
+		for line := range strings.Lines(table) {
+			if f := strings.Fields(line); len(f) == 2 && f[1] == "UInt64," || len(f) == 2 && f[1] == "UInt64" {
+				got = append(got, f[0])
+			}
+		}
+	}
+	if !slices.Equal(got, TenantMinuteCounters) {
+		t.Errorf("tenant_minute counters in 0004 = %q, TenantMinuteCounters = %q", got, TenantMinuteCounters)
+	}
+}
