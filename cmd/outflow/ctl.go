@@ -29,6 +29,8 @@ commands:
   tenant policy ID STATE [--reason TEXT]     (STATE: good, probation, throttled, suspended)
   domain add TENANT DOMAIN
   suppression list|add|remove TENANT [ADDRESS] [--reason TEXT] [--ttl DURATION]
+  dkim generate TENANT DOMAIN [--selector S] [--algo rsa|ed25519] [--activate-in DURATION]
+  dkim show TENANT DOMAIN [--selector S] | dkim list TENANT | dkim delete TENANT DOMAIN --selector S
   hash-password                              (reads a password on stdin, prints its bcrypt hash)
 `
 
@@ -86,6 +88,8 @@ func runCtl(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		return c.domainAdd(cctx, rest[2], rest[3])
 	case rest[0] == "suppression":
 		return suppressionCtl(cctx, b.JS, bc.Replicas, rest[1:], stdout)
+	case rest[0] == "dkim":
+		return dkimCtl(cctx, s, b.DKIMKeys, rest[1:], stdout, stderr)
 	}
 	fs.Usage()
 	return fmt.Errorf("ctl: unknown command %q", strings.Join(rest, " "))
