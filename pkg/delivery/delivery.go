@@ -140,7 +140,10 @@ type Options struct {
 	// Shuffle randomises MX hosts of equal preference; default
 	// math/rand/v2's.
 	Shuffle func(n int, swap func(i, j int))
-	Log     *slog.Logger
+	// TLS decides each MX host's TLS requirement and hears each session's
+	// TLS outcome (tls.go); nil means opportunistic TLS everywhere.
+	TLS TLSPolicy
+	Log *slog.Logger
 }
 
 // DefaultLimits are KumoMTA's defaults where it has them.

@@ -29,6 +29,7 @@ type Server struct {
 	mu      sync.Mutex
 	records map[string][]dns.RR // by lower-cased FQDN
 	rcodes  map[rcodeKey]int
+	secure  map[string]bool // names answered with the AD bit
 }
 
 type rcodeKey struct {
@@ -48,6 +49,7 @@ func Start(tb testing.TB) *Server {
 		Addr:    pc.LocalAddr().String(),
 		records: map[string][]dns.RR{},
 		rcodes:  map[rcodeKey]int{},
+		secure:  map[string]bool{},
 	}
 	started := make(chan struct{})
 	s.srv = &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(s.serve), NotifyStartedFunc: func() { close(started) }}
@@ -112,6 +114,18 @@ func (s *Server) Fail(name string, qtype uint16, rcode int) {
 	s.rcodes[rcodeKey{key(name), qtype}] = rcode
 }
 
+// Secure makes answers for names carry the AD bit, as a validating
+// resolver's do for DNSSEC-signed data, when the query asks for it with the
+// DO or AD bit (RFC 6840 5.7). No signature is served: clients trust the
+// resolver's word, which is what DANE tests need.
+func (s *Server) Secure(names ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range names {
+		s.secure[key(n)] = true
+	}
+}
+
 // Queries is how many queries the server has answered.
 func (s *Server) Queries() int { return int(s.queries.Load()) }
 
@@ -137,6 +151,8 @@ func (s *Server) serve(w dns.ResponseWriter, q *dns.Msg) {
 	s.mu.Lock()
 	rcode, failing := s.rcodes[rcodeKey{name, question.Qtype}]
 	rrs, exists := s.records[name]
+	opt := q.IsEdns0()
+	m.AuthenticatedData = s.secure[name] && (q.AuthenticatedData || (opt != nil && opt.Do()))
 	for _, rr := range rrs {
 		if rr.Header().Rrtype == question.Qtype {
 			m.Answer = append(m.Answer, dns.Copy(rr))
@@ -153,9 +169,9 @@ func (s *Server) serve(w dns.ResponseWriter, q *dns.Msg) {
 	// Honour the client's EDNS0 buffer size (RFC 6891 6.2.5) so that large
 	// answers are truncated, as a real server would, rather than dropped.
 	size := dns.MinMsgSize
-	if opt := q.IsEdns0(); opt != nil {
+	if opt != nil {
 		size = int(opt.UDPSize())
-		m.SetEdns0(opt.UDPSize(), false)
+		m.SetEdns0(opt.UDPSize(), opt.Do())
 	}
 	m.Truncate(size)
 	_ = w.WriteMsg(m)
