@@ -36,9 +36,6 @@ type Config struct {
 	// stops refreshing it (a crashed sender): slots are refreshed every
 	// third of it.
 	ConnLease time.Duration `yaml:"conn_lease"`
-	// Warmup is sender.warmup (kept here so that one value configures the
-	// Shaper).
-	Warmup WarmupConfig `yaml:"-"`
 }
 
 // LimitsConfig sets some limits; unset ones keep the value below them
@@ -111,7 +108,7 @@ type rulesFile struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{ConnLease: 30 * time.Second, Warmup: DefaultWarmup()}
+	return Config{ConnLease: 30 * time.Second}
 }
 
 // Validate names the first bad key.
@@ -141,7 +138,7 @@ func (c Config) Validate() error {
 			return fmt.Errorf("sender.shaping.rules_file: %w", err)
 		}
 	}
-	return c.Warmup.Validate()
+	return nil
 }
 
 func (l LimitsConfig) validate(key string) error {

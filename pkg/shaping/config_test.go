@@ -139,6 +139,16 @@ func TestShippedRules(t *testing.T) {
 	}
 }
 
+func TestWarmupValidate(t *testing.T) {
+	if err := DefaultWarmup().Validate(); err != nil {
+		t.Fatalf("DefaultWarmup().Validate() = %v", err)
+	}
+	err := WarmupConfig{DailyCaps: []int{10, 0}}.Validate()
+	if err == nil || !strings.Contains(err.Error(), "sender.warmup.daily_caps[1]") {
+		t.Fatalf("Validate() = %v, want an error naming sender.warmup.daily_caps[1]", err)
+	}
+}
+
 func TestConfigValidate(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "rules.yaml")
@@ -172,7 +182,6 @@ func TestConfigValidate(t *testing.T) {
 			c.Backoff = []Rule{{Name: "r", Code: "421", Action: "remove", Scope: "site", Duration: time.Minute}}
 		}, "sender.shaping.backoff[0].scope"},
 		{"rules file", func(c *Config) { c.RulesFile = bad }, "sender.shaping.rules_file"},
-		{"warmup", func(c *Config) { c.Warmup.DailyCaps = []int{10, 0} }, "sender.warmup.daily_caps[1]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -30,6 +30,8 @@ import (
 // Options configure a Shaper.
 type Options struct {
 	Config Config
+	// Warmup is sender.warmup; zero is DefaultWarmup.
+	Warmup WarmupConfig
 	// JS is the JetStream handle of the bus; the Shaper declares the
 	// "shaping" bucket with it.
 	JS jetstream.JetStream
@@ -92,7 +94,7 @@ func New(ctx context.Context, opts Options) (*Shaper, error) {
 	s := &Shaper{
 		cfg:      cfg,
 		lease:    opts.Config.ConnLease,
-		warmup:   opts.Config.Warmup,
+		warmup:   opts.Warmup,
 		kv:       kv,
 		js:       opts.JS,
 		publish:  opts.Publish,

@@ -65,9 +65,9 @@ func TestWarmup_CapAcrossProcessesThenOtherIPs(t *testing.T) {
 	seasoned := pool.IP{Address: "127.0.0.3", EHLO: "b.test"}
 	pools := pool.Set{{Name: "shared", Purpose: pool.Shared, IPs: []pool.IP{warming, seasoned}}}
 	cfg := DefaultConfig()
-	cfg.Warmup = WarmupConfig{DailyCaps: []int{5, 8}}
-	a := startProc(t, srv, Options{Config: cfg, Pools: pools, Now: clk.now})
-	b := startProc(t, srv, Options{Config: cfg, Pools: pools, Now: clk.now})
+	w := WarmupConfig{DailyCaps: []int{5, 8}}
+	a := startProc(t, srv, Options{Config: cfg, Warmup: w, Pools: pools, Now: clk.now})
+	b := startProc(t, srv, Options{Config: cfg, Warmup: w, Pools: pools, Now: clk.now})
 	ctx := context.Background()
 
 	sent := 0
