@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,7 +95,7 @@ func testStore(t testing.TB) Store {
 	ns := natstest.Start(t)
 	bc := bus.DefaultConfig()
 	bc.URL = ns.ClientURL()
-	b, err := bus.Connect(context.Background(), bc, nil)
+	b, err := bus.Connect(context.Background(), bc, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +302,7 @@ func TestSplitTXT(t *testing.T) {
 func TestRecordNeverLogsKey(t *testing.T) {
 	r := Record{Algo: RSA, PrivateKey: "-----BEGIN PRIVATE KEY-----SECRET"}
 	var buf bytes.Buffer
-	log := slogText(&buf)
+	log := slog.New(slog.NewTextHandler(&buf, nil))
 	log.Info("x", "key", r)
 	if strings.Contains(buf.String(), "SECRET") || strings.Contains(r.String(), "SECRET") {
 		t.Errorf("private key in log output: %s / %s", buf.String(), r)
@@ -338,4 +339,40 @@ func BenchmarkSign(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestSign_StoreDown(t *testing.T) {
+	dns := dnsKeys{}
+	ns := natstest.Start(t)
+	bc := bus.DefaultConfig()
+	bc.URL = ns.ClientURL()
+	b, err := bus.Connect(context.Background(), bc, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	st := Store{KV: b.DKIMKeys}
+	putTenantKey(t, st, dns, "demo", "tenant.example", "s1", RSA, time.Time{})
+	now := time.Now()
+	s, err := New(providerFiles(t, dns, false), st.KV, Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, sigs, err := s.Sign(context.Background(), "demo", []byte(testMsg)); err != nil || len(sigs) != 2 {
+		t.Fatalf("with the store up: %v, %v; want tenant and provider signatures", sigs, err)
+	}
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	now = now.Add(2 * time.Minute) // past the cache TTL: the store is asked again and fails
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	out, sigs, err := s.Sign(ctx, "demo", []byte(testMsg))
+	if err != nil || len(sigs) != 2 || sigs[0].Domain != "tenant.example" {
+		t.Fatalf("store down, keys cached: %v, %v; want the cached tenant key to keep signing", sigs, err)
+	}
+	verify(t, dns, out)
+	msg := strings.Replace(testMsg, "alice@tenant.example", "alice@uncached.example", 1)
+	if _, _, err := s.Sign(ctx, "demo", []byte(msg)); err == nil {
+		t.Error("store down, nothing cached: signed anyway; want an error (a temporary failure, not an unaligned message)")
+	}
 }

@@ -1,8 +1,0 @@
-package dkimsign
-
-import (
-	"io"
-	"log/slog"
-)
-
-func slogText(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
