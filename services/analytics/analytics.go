@@ -23,6 +23,7 @@ import (
 
 	"github.com/outflowmail/outflow/pkg/bus"
 	"github.com/outflowmail/outflow/pkg/chstore"
+	"github.com/outflowmail/outflow/pkg/metrics"
 )
 
 // Durable is the name of the role's consumer on the events stream.
@@ -95,10 +96,15 @@ func (c Config) Validate() error {
 // JetStream meanwhile), so it returns an error only for a bad configuration.
 // At the end it flushes the batch it holds within ShutdownFlush, or hands it
 // back to JetStream, and returns once its goroutines have ended.
-func Run(ctx context.Context, cfg Config, b *bus.Bus, log *slog.Logger) error {
+func Run(ctx context.Context, cfg Config, b *bus.Bus, log *slog.Logger, opts ...Option) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	m := newMetrics(o.registry, b)
 	cons, err := consumer(ctx, cfg, b, log)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -121,9 +127,48 @@ func Run(ctx context.Context, cfg Config, b *bus.Bus, log *slog.Logger) error {
 	defer store.Close()
 	log.Info("analytics started", "clickhouse", cfg.ClickHouse.Addr, "database", cfg.ClickHouse.Database)
 
-	l := &loader{cfg: cfg, cons: cons, store: store, log: log}
+	l := &loader{cfg: cfg, cons: cons, store: store, log: log, m: m}
 	l.run(ctx)
 	return nil
+}
+
+// Option adjusts Run.
+type Option func(*options)
+
+type options struct {
+	registry *metrics.Registry
+}
+
+// WithMetrics registers the role's metrics (docs/analytics.md, "Metrics")
+// in reg, for the process's metrics endpoint.
+func WithMetrics(reg *metrics.Registry) Option {
+	return func(o *options) { o.registry = reg }
+}
+
+// roleMetrics are what the role counts. With no registry they count
+// without being exposed.
+type roleMetrics struct {
+	inserted, skipped, batches, insertErrors, redelivered, undecodable *metrics.Counter
+	lastInsert                                                         *metrics.Gauge
+}
+
+func newMetrics(reg *metrics.Registry, b *bus.Bus) *roleMetrics {
+	reg.GaugeFunc("outflow_analytics_backlog_events",
+		"Events in the events stream not yet stored in ClickHouse (pending plus unacknowledged for the analytics consumer).",
+		func(ctx context.Context) (float64, error) {
+			n, err := Backlog(ctx, b)
+			return float64(n), err
+		})
+	return &roleMetrics{
+		inserted:     reg.Counter("outflow_analytics_events_inserted_total", "Events stored in ClickHouse."),
+		skipped:      reg.Counter("outflow_analytics_events_skipped_total", "Events found already stored and not inserted again."),
+		batches:      reg.Counter("outflow_analytics_batches_total", "Batches stored in ClickHouse and acknowledged."),
+		insertErrors: reg.Counter("outflow_analytics_insert_errors_total", "Failed attempts to store a batch (each retried)."),
+		redelivered:  reg.Counter("outflow_analytics_events_redelivered_total", "Events JetStream delivered more than once."),
+		undecodable:  reg.Counter("outflow_analytics_events_undecodable_total", "Events dropped because they could not be decoded."),
+		lastInsert: reg.Gauge("outflow_analytics_last_insert_timestamp_seconds",
+			"Unix time of the last batch stored in ClickHouse."),
+	}
 }
 
 // consumer declares the role's durable consumer, retrying until NATS

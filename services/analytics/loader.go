@@ -20,6 +20,7 @@ type loader struct {
 	cons  jetstream.Consumer
 	store *chstore.Store
 	log   *slog.Logger
+	m     *roleMetrics
 }
 
 // held is a fetched event, not yet acknowledged.
@@ -99,6 +100,9 @@ func (l *loader) decode(m jetstream.Msg) (held, bool) {
 	if err == nil {
 		h.redelivered = md.NumDelivered > 1
 	}
+	if h.redelivered {
+		l.m.redelivered.Inc()
+	}
 	h.ev, err = events.Unmarshal(m.Data())
 	if err != nil {
 		var seq uint64
@@ -106,6 +110,7 @@ func (l *loader) decode(m jetstream.Msg) (held, bool) {
 			seq = md.Sequence.Stream
 		}
 		l.log.Error("undecodable event dropped", "subject", m.Subject(), "stream_seq", seq, "err", err)
+		l.m.undecodable.Inc()
 		_ = m.Term()
 		return h, false
 	}
@@ -123,6 +128,8 @@ func (l *loader) flush(ctx context.Context, batch []held) bool {
 		err := l.insert(ctx, batch)
 		if err == nil {
 			l.ack(batch)
+			l.m.batches.Inc()
+			l.m.lastInsert.Set(float64(time.Now().Unix()))
 			if attempt > 1 {
 				l.log.Info("clickhouse back; held events stored", "events", len(batch), "attempts", attempt)
 			}
@@ -131,6 +138,7 @@ func (l *loader) flush(ctx context.Context, batch []held) bool {
 		if ctx.Err() != nil {
 			return false
 		}
+		l.m.insertErrors.Inc()
 		d := bo.next()
 		l.log.Warn("insert events; holding the batch and retrying", "events", len(batch),
 			"attempt", attempt, "retry_in", d, "err", err)
@@ -161,6 +169,7 @@ func (l *loader) shutdown(ctx context.Context, batch []held) {
 	err := l.insert(fctx, batch)
 	if err == nil {
 		l.ack(batch)
+		l.m.batches.Inc()
 		l.log.Info("events flushed at shutdown", "events", len(batch))
 		return
 	}
@@ -200,8 +209,13 @@ func (l *loader) insert(ctx context.Context, batch []held) (err error) {
 	}
 	if n := len(evs) - len(kept); n > 0 {
 		l.log.Info("skipped events already in clickhouse", "events", n)
+		l.m.skipped.Add(uint64(n))
 	}
-	return l.store.Insert(ctx, kept)
+	if err := l.store.Insert(ctx, kept); err != nil {
+		return err
+	}
+	l.m.inserted.Add(uint64(len(kept)))
+	return nil
 }
 
 // ack acknowledges a stored batch. A lost ack means the events come again;

@@ -6,6 +6,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/outflowmail/outflow/pkg/chstore"
 	"github.com/outflowmail/outflow/pkg/chtest"
 	"github.com/outflowmail/outflow/pkg/events"
+	"github.com/outflowmail/outflow/pkg/metrics"
 	"github.com/outflowmail/outflow/pkg/natstest"
 )
 
@@ -86,7 +89,8 @@ func TestRun_ClickHouseOutage(t *testing.T) {
 	b := connectBus(t)
 	cfg := testConfig(ch.Addr())
 	cfg.BatchSize = 40
-	startRun(t, cfg, b)
+	reg := metrics.NewRegistry()
+	startRun(t, cfg, b, WithMetrics(reg))
 	base := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 
 	const before, during, after = 100, 150, 50
@@ -99,7 +103,18 @@ func TestRun_ClickHouseOutage(t *testing.T) {
 			time.Sleep(2 * time.Millisecond)
 		}
 	}()
-	time.Sleep(150 * time.Millisecond) // some batches in, some still coming
+	// Some batches in, some still coming.
+	s := openStore(t, cfg.ClickHouse)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var n uint64
+		err := s.Conn().QueryRow(context.Background(), "SELECT count() FROM messages").Scan(&n)
+		if err == nil && n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no rows within 30s: %d, %v", n, err)
+		}
+	}
 	ch.Stop()
 	wg.Wait()
 	// Mail keeps flowing while ClickHouse is down: events are accepted.
@@ -116,7 +131,6 @@ func TestRun_ClickHouseOutage(t *testing.T) {
 	}
 
 	const total = before + during + after
-	s := openStore(t, cfg.ClickHouse)
 	waitCounts(t, s, map[string]uint64{
 		"SELECT count() FROM messages":   total * messageRows,
 		"SELECT count() FROM verdicts":   total * verdictRows,
@@ -130,6 +144,33 @@ func TestRun_ClickHouseOutage(t *testing.T) {
 		"SELECT count() FROM verdicts":   total * verdictRows,
 		"SELECT count() FROM deliveries": total * deliveryRows,
 	})
+
+	// The metrics endpoint's view of the same: every event inserted once,
+	// the failed attempts counted, no backlog.
+	var out strings.Builder
+	if err := reg.Write(context.Background(), &out); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for line := range strings.Lines(out.String()) {
+		if name, v, ok := strings.Cut(strings.TrimSpace(line), " "); ok && !strings.HasPrefix(name, "#") {
+			got[name], _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	nEvents := float64(total * len(messageEvents(0, base)))
+	// A batch whose insert failed half-way is stored in part; on retry
+	// that part is skipped, so inserted + skipped covers every event.
+	inserted, skipped := got["outflow_analytics_events_inserted_total"], got["outflow_analytics_events_skipped_total"]
+	if inserted > nEvents || inserted+skipped < nEvents || inserted == 0 {
+		t.Errorf("metrics: inserted %v, skipped %v; want %v events in all", inserted, skipped, nEvents)
+	}
+	if got["outflow_analytics_insert_errors_total"] == 0 || got["outflow_analytics_batches_total"] == 0 {
+		t.Errorf("metrics: insert errors %v, batches %v; want both > 0", got["outflow_analytics_insert_errors_total"],
+			got["outflow_analytics_batches_total"])
+	}
+	if v, ok := got["outflow_analytics_backlog_events"]; !ok || v != 0 {
+		t.Errorf("metrics: backlog %v (present %v), want 0\n%s", v, ok, out.String())
+	}
 }
 
 // TestRun_ClickHouseDownAtStart: the role starts, and keeps running, while
@@ -269,11 +310,11 @@ func connectBus(tb testing.TB) *bus.Bus {
 
 // startRun runs the role until the returned stop is called (or the test
 // ends); stop waits for Run to return and checks its error.
-func startRun(tb testing.TB, cfg Config, b *bus.Bus) (stop func()) {
+func startRun(tb testing.TB, cfg Config, b *bus.Bus, opts ...Option) (stop func()) {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, b, testLogger(tb)) }()
+	go func() { done <- Run(ctx, cfg, b, testLogger(tb), opts...) }()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
