@@ -39,12 +39,12 @@ func unquantBayes(q uint16) float64 { return float64(q-1) / 65534 }
 
 // bayesScore combines the token probabilities of a message with Fisher's
 // method (chi-square) as SpamBayes does and returns the spam indicator in
-// [0,1], and whether any token had evidence.
-func (m *Model) bayesScore(ids []uint32) (float64, bool) {
+// [0,1], and whether any token had evidence. fs is scratch space, returned
+// for reuse.
+func (m *Model) bayesScore(ids []uint32, fs []float64) (float64, []float64, bool) {
 	if len(m.nb) == 0 {
-		return 0.5, false
+		return 0.5, fs, false
 	}
-	fs := make([]float64, 0, 64)
 	prev := uint32(math.MaxUint32)
 	for _, id := range ids {
 		i := id & (1<<famShift - 1)
@@ -62,7 +62,7 @@ func (m *Model) bayesScore(ids []uint32) (float64, bool) {
 		}
 	}
 	if len(fs) == 0 {
-		return 0.5, false
+		return 0.5, fs, false
 	}
 	if len(fs) > bayesMaxTokens {
 		slices.SortFunc(fs, func(a, b float64) int {
@@ -79,7 +79,7 @@ func (m *Model) bayesScore(ids []uint32) (float64, bool) {
 	n := len(fs)
 	a := chi2Q(-2*lnS, 2*n) // near 1 when tokens are spammy
 	b := chi2Q(-2*lnH, 2*n) // near 0 when tokens are spammy
-	return (1 + a - b) / 2, true
+	return (1 + a - b) / 2, fs, true
 }
 
 // chi2Q is the survival function of the chi-square distribution with v

@@ -142,7 +142,9 @@ type Engine struct {
 	cfg   Config
 	model *Model
 	lim   mailparse.Limits
-	seen  sync.Pool // of []uint64 bitsets for extract
+	// extractors holds *extractor: their hash-bucket bitset (128 KiB for
+	// the default model) and buffers are reused, not reallocated per call.
+	extractors sync.Pool
 }
 
 // New returns an engine using the embedded model.
@@ -162,7 +164,7 @@ func NewWithModel(cfg Config, m *Model) (*Engine, error) {
 	lim := mailparse.DefaultLimits()
 	lim.MaxTextBytes = cfg.MaxTextBytes
 	e := &Engine{cfg: cfg, model: m, lim: lim}
-	e.seen.New = func() any { return newSeen(m.mask()) }
+	e.extractors.New = func() any { return newExtractor(m.mask()) }
 	return e, nil
 }
 
@@ -176,10 +178,10 @@ func (e *Engine) Classify(ctx context.Context, msg []byte) (Verdict, error) {
 		return Verdict{}, err
 	}
 	pm := mailparse.Parse(msg, e.lim)
-	seen := e.seen.Get().([]uint64)
-	f := extract(pm, e.model.mask(), seen)
-	e.seen.Put(seen)
-	logit, symbols := e.score(&f)
+	x := e.extractors.Get().(*extractor)
+	f := x.extract(pm)
+	logit, symbols := e.score(&f, x)
+	e.extractors.Put(x) // f.ids shares x's storage: put back once scored
 	v := Verdict{
 		Score:       math.Round(10000*sigmoid(logit)) / 100,
 		Fingerprint: f.fingerprint,
@@ -218,7 +220,7 @@ func (f *features) malicious() bool {
 }
 
 // score returns the logit and the symbols behind it.
-func (e *Engine) score(f *features) (float64, []Symbol) {
+func (e *Engine) score(f *features, x *extractor) (float64, []Symbol) {
 	m := e.model
 	var fam [numFamilies]float64
 	scale := tokenScale(len(f.ids), float64(m.norm))
@@ -234,7 +236,9 @@ func (e *Engine) score(f *features) (float64, []Symbol) {
 			symbols = append(symbols, Symbol{Name: familySymbol[i], Weight: round3(w)})
 		}
 	}
-	if p, ok := m.bayesScore(f.ids); ok && m.nbWeight != 0 {
+	var p float64
+	var ok bool
+	if p, x.probs, ok = m.bayesScore(f.ids, x.probs[:0]); ok && m.nbWeight != 0 {
 		p = min(max(p, 0.001), 0.999)
 		w := float64(m.nbWeight) * math.Log(p/(1-p))
 		logit += w

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"net/mail"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/outflowmail/outflow/pkg/mailparse"
 	"golang.org/x/net/publicsuffix"
@@ -59,6 +61,13 @@ type extractor struct {
 	phishAnchor bool
 	// domains caches regDomain per host: links repeat hosts.
 	domains map[string]string
+	// Scratch kept from message to message: the link hosts seen, the
+	// fingerprint state, lowercased text for the phrase search, and the
+	// Bayes probabilities.
+	hosts map[string]bool
+	sh    simhasher
+	lower []byte
+	probs []float64
 }
 
 // regDomain is the cached registered domain of host.
@@ -139,13 +148,33 @@ func regDomain(host string) string {
 	return host
 }
 
-// extract computes the features of a parsed message. seen is a cleared
-// bitset from newSeen; it is cleared again on return.
+// newExtractor returns an extractor for a model with mask, to be reused
+// from message to message (see extractor.extract).
+func newExtractor(mask uint64) *extractor {
+	return &extractor{mask: mask, seen: newSeen(mask), buf: make([]byte, 0, 64),
+		domains: make(map[string]string, 8), hosts: make(map[string]bool, 8)}
+}
+
+// extract computes the features of a parsed message with a fresh extractor
+// over seen, a cleared bitset from newSeen that is cleared again on return.
+// The features own their ids, as training keeps them.
 func extract(m *mailparse.Message, mask uint64, seen []uint64) features {
+	x := &extractor{mask: mask, seen: seen, buf: make([]byte, 0, 64),
+		domains: make(map[string]string, 8), hosts: make(map[string]bool, 8)}
+	return x.extract(m)
+}
+
+// extract computes the features of a parsed message. The features' ids
+// share x's storage: they are valid until x extracts the next message.
+func (x *extractor) extract(m *mailparse.Message) features {
 	// About one feature per five bytes of text, more with bigrams.
 	est := min((len(m.Text)+len(m.HTMLText))/3+256, 1<<16)
-	x := &extractor{mask: mask, ids: make([]uint32, 0, est), buf: make([]byte, 0, 64), seen: seen,
-		domains: make(map[string]string, 8)}
+	if cap(x.ids) < est {
+		x.ids = make([]uint32, 0, est)
+	}
+	x.ids = x.ids[:0]
+	x.phishAnchor = false
+	clear(x.domains)
 	var f features
 	s := &signals{x: x}
 
@@ -154,10 +183,11 @@ func extract(m *mailparse.Message, mask uint64, seen []uint64) features {
 	x.fam = familyBody
 	// The fingerprint is taken over the plain text, or the HTML's text when
 	// the plain part is missing or a stub.
-	var sh simhasher
-	plainSH, htmlSH := &sh, (*simhasher)(nil)
+	sh := &x.sh
+	*sh = simhasher{}
+	plainSH, htmlSH := sh, (*simhasher)(nil)
 	if len(m.Text) < 64 && len(m.HTMLText) > len(m.Text) {
-		plainSH, htmlSH = nil, &sh
+		plainSH, htmlSH = nil, sh
 	}
 	bodyWords := x.words(famBody, m.Text, plainSH)
 	bodyWords += x.words(famBody, m.HTMLText, htmlSH)
@@ -290,7 +320,6 @@ func lenBucket(n int) string {
 // header adds features of the top-level header: which fields exist, the
 // sender's domain and name, the mailer, the Message-ID and Date shapes.
 func (x *extractor) header(m *mailparse.Message) {
-	seen := make(map[string]bool, len(m.Header))
 	prev := "^"
 	for _, fl := range m.Header {
 		name := strings.ToLower(fl.Name)
@@ -301,10 +330,9 @@ func (x *extractor) header(m *mailparse.Message) {
 		// order, so consecutive pairs of names are features.
 		x.addHash(hashString(hashString(hashString(fnvOffset, famHeader+"order:"), prev), ">"+name))
 		prev = name
-		if !seen[name] {
-			seen[name] = true
-			x.addS(famHeader+"name:", name)
-		}
+		// A repeated name hashes to a bucket already set, so it adds
+		// nothing.
+		x.addS(famHeader+"name:", name)
 		switch name {
 		case "x-mailer", "user-agent", "x-newsreader", "x-mimeole":
 			x.valueWords(famHeader+"mailer:", fl.Value, 4)
@@ -399,7 +427,8 @@ func capStr(s string, n int) string {
 
 // urls adds the hosts, registered domains and TLDs of links, once each.
 func (x *extractor) urls(m *mailparse.Message) {
-	seen := make(map[string]bool, 8)
+	seen := x.hosts
+	clear(seen)
 	for _, l := range m.Links {
 		if strings.Contains(l.Host, "taint.org") {
 			continue
@@ -506,11 +535,7 @@ func (s *signals) rules(m *mailparse.Message, r *[numRules]bool) {
 	r[ruleMessageIDOdd] = mid != "" && !(strings.HasPrefix(mid, "<") && strings.HasSuffix(mid, ">") && strings.Contains(mid, "@"))
 	date := strings.TrimSpace(m.Get("Date"))
 	r[ruleMissingDate] = date == ""
-	if date != "" {
-		if _, err := mail.ParseDate(date); err != nil {
-			r[ruleBadDate] = true
-		}
-	}
+	r[ruleBadDate] = date != "" && !validDate(date)
 	r[ruleMissingTo] = !m.Has("To") && !m.Has("Cc")
 	to := strings.ToLower(m.Get("To"))
 	r[ruleToUndisclosed] = m.Has("To") && (strings.TrimSpace(to) == "" || strings.Contains(to, "undisclosed") || strings.Contains(to, "recipient list not shown"))
@@ -606,7 +631,7 @@ func (s *signals) rules(m *mailparse.Message, r *[numRules]bool) {
 
 	// Credential phishing.
 	// A request to act on an account needs somewhere to act: a link or form.
-	r[rulePhishPhrase] = s.phishAnchor && (len(m.Links) > 0 || m.Forms > 0) && (phishPhrase(m.Subject) || phishPhrase(body))
+	r[rulePhishPhrase] = s.phishAnchor && (len(m.Links) > 0 || m.Forms > 0) && (s.x.phishPhrase(m.Subject) || s.x.phishPhrase(body))
 	deceptive := r[ruleLinkTextMismatch] || r[ruleURLIPHost] || r[ruleURLUserInfo] || r[ruleURLObfuscated] || m.Forms > 0
 	r[rulePhishCredentials] = m.PasswordFields > 0 || (r[rulePhishPhrase] && deceptive)
 }
@@ -669,17 +694,18 @@ func isASCII(s string) bool {
 // share of capitals among them reaches ratio.
 func shouting(s string, minLetters int, ratio float64) bool {
 	upper, letters := 0, 0
-	for _, r := range s {
-		if r < utf8.RuneSelf {
-			switch {
-			case r >= 'a' && r <= 'z':
-				letters++
-			case r >= 'A' && r <= 'Z':
-				letters++
-				upper++
-			}
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			// Branch-free count: the body check reads 8 KiB of text.
+			l := (c|0x20)-'a' < 26
+			letters += int(b2i(l))
+			upper += int(b2i(l && c < 'a'))
+			i++
 			continue
 		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		i += size
 		if unicode.IsLetter(r) {
 			letters++
 			if unicode.IsUpper(r) {
@@ -688,6 +714,13 @@ func shouting(s string, minLetters int, ratio float64) bool {
 		}
 	}
 	return letters >= minLetters && float64(upper) >= ratio*float64(letters)
+}
+
+func b2i(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // stripListTag removes a leading "[list]" tag and reply prefixes.
@@ -777,29 +810,111 @@ func shortener(host string) bool {
 	return false
 }
 
+// phishPivots are the phishing phrases grouped by a word each contains:
+// the text is searched for the four words, and a phrase is compared only
+// where its word occurs, instead of searching the text for every phrase.
+var phishPivots = [...]struct {
+	word    string
+	phrases []string
+	// gated: the phrases need "your", "activity" or "access" elsewhere
+	// in the text, as the first phrase matcher required of every phrase.
+	gated bool
+}{
+	{word: "your", phrases: []string{
+		"verify your account", "confirm your account", "update your account", "validate your account",
+		"verify your identity", "confirm your identity", "confirm your password", "verify your password",
+		"update your billing", "update your payment", "re-enter your", "login to your account",
+		"log in to your account", "sign in to your account", "your password will expire", "reset your password",
+		"verify your email",
+	}},
+	{word: "account", gated: true, phrases: []string{
+		"account has been suspended", "account will be suspended", "account has been limited",
+		"account will be closed",
+	}},
+	{word: "activity", phrases: []string{"unusual activity", "suspicious activity"}},
+	{word: "access", phrases: []string{"unauthorized access"}},
+}
+
 // phishPhrase matches requests to act on an account or credentials.
-func phishPhrase(s string) bool {
+func (x *extractor) phishPhrase(s string) bool {
 	if s == "" {
 		return false
 	}
 	if len(s) > 8<<10 {
 		s = s[:8<<10] // a phishing request comes early
 	}
-	ls := strings.ToLower(s)
-	if !strings.Contains(ls, "your") && !strings.Contains(ls, "activity") && !strings.Contains(ls, "access") {
-		return false
-	}
-	for _, p := range []string{
-		"verify your account", "confirm your account", "update your account", "validate your account",
-		"verify your identity", "confirm your identity", "confirm your password", "verify your password",
-		"update your billing", "update your payment", "account has been suspended", "account will be suspended",
-		"account has been limited", "account will be closed", "unusual activity", "suspicious activity",
-		"unauthorized access", "re-enter your", "login to your account", "log in to your account",
-		"sign in to your account", "your password will expire", "reset your password", "verify your email",
-	} {
-		if strings.Contains(ls, p) {
-			return true
+	ls := x.toLower(s)
+	gate := -1 // unknown
+	for _, pv := range phishPivots {
+		for off := 0; ; {
+			i := strings.Index(ls[off:], pv.word)
+			if i < 0 {
+				break
+			}
+			i += off
+			off = i + 1
+			for _, p := range pv.phrases {
+				start := i - strings.Index(p, pv.word)
+				if start < 0 || !strings.HasPrefix(ls[start:], p) {
+					continue
+				}
+				if !pv.gated {
+					return true
+				}
+				if gate < 0 {
+					gate = 0
+					if strings.Contains(ls, "your") || strings.Contains(ls, "activity") || strings.Contains(ls, "access") {
+						gate = 1
+					}
+				}
+				if gate == 1 {
+					return true
+				}
+			}
 		}
 	}
 	return false
+}
+
+// toLower is strings.ToLower, into x's buffer when s is ASCII. The result
+// is valid until the next call.
+func (x *extractor) toLower(s string) string {
+	if !isASCII(s) {
+		return strings.ToLower(s)
+	}
+	b := x.lower[:0]
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b = append(b, c)
+	}
+	x.lower = b
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+// dateFastLayouts are the layouts of net/mail's list that nearly every Date
+// field matches; a full RFC 5322 layout first, as most mailers write it.
+var dateFastLayouts = [...]string{"Mon, 2 Jan 2006 15:04:05 -0700", "2 Jan 2006 15:04:05 -0700"}
+
+// validDate reports whether mail.ParseDate accepts s. mail.ParseDate tries
+// 48 layouts in turn and allocates an error for each miss, which made date
+// checking a tenth of all allocations; the common shape (a numeric zone,
+// nothing but blanks after it) is tried against its two likely layouts
+// first, on the same zone-cut string mail.ParseDate would parse, so a
+// success here is a success there. Anything else goes to mail.ParseDate.
+func validDate(s string) bool {
+	if strings.IndexByte(s, '\r') < 0 {
+		d := strings.TrimLeft(s, " \t")
+		if i := strings.IndexAny(d, "+-"); i >= 0 && len(d) >= i+5 && strings.Trim(d[i+5:], " \t") == "" {
+			for _, layout := range dateFastLayouts {
+				if _, err := time.Parse(layout, d[:i+5]); err == nil {
+					return true
+				}
+			}
+		}
+	}
+	_, err := mail.ParseDate(s)
+	return err == nil
 }

@@ -1,0 +1,133 @@
+package classify
+
+import (
+	"bufio"
+	"bytes"
+	"net/mail"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestValidDate checks the fast Date check against mail.ParseDate, which it
+// must agree with exactly (the BAD_DATE rule's weight was learned with it).
+func TestValidDate(t *testing.T) {
+	dates := []string{
+		"Mon, 2 Sep 2002 10:00:00 -0700",
+		"2 Sep 2002 10:00:00 +0100",
+		"Mon, 02 Sep 2002 10:00:00 -0700 (PDT)",
+		"  Tue, 31 Sep 2002 10:00:00 -0700",
+		"Thu, 29 Feb 2001 10:00:00 +0000",
+		"Thu, 29 Feb 2004 10:00:00 +0000",
+		"Mon, 2 Sep 02 10:00 -0700",
+		"Mon, 2 Sep 2002 24:00:00 -0700",
+		"Mon, 2 Sep 2002 10:00:00 -07",
+		"Mon, 2 Sep 2002 10:00:00 GMT",
+		"Mon, 2 Sep 2002 10:00:00 EDT (EDT)",
+		"Mon, 2 Sep 2002 10:00:00 -0700 garbage",
+		"Mon, 2 Sep 2002 10:00:00 -0700 (unclosed",
+		"Mon, 2 Sep 2002 10:00:00\r\n -0700",
+		"Mon, 2 Sep 2002 10:00:00 \r-0700",
+		"Xyz, 2 Sep 2002 10:00:00 -0700",
+		"Mon,2 Sep 2002 10:00:00 -0700",
+		"2002-09-02T10:00:00-07:00",
+		"Mon, 2 Sept 2002 10:00:00 -0700",
+		"-0700",
+		"today",
+		"Mon, 2 Sep 2002 10:00:00 +9999",
+	}
+	dates = append(dates, corpusDates(t)...)
+	for _, d := range dates {
+		_, err := mail.ParseDate(d)
+		if got, want := validDate(d), err == nil; got != want {
+			t.Errorf("validDate(%q) = %v, mail.ParseDate says %v", d, got, want)
+		}
+	}
+}
+
+// corpusDates returns the Date values of the corpus messages, as the
+// classifier reads them.
+func corpusDates(t *testing.T) []string {
+	t.Helper()
+	dir, err := filepath.Abs(filepath.Join("..", "..", "..", "shared", "corpus", "spamassassin"))
+	if err != nil {
+		return nil
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*", "*"))
+	var out []string
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(bytes.NewReader(raw))
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			if line == "" {
+				break
+			}
+			if len(line) > 5 && strings.EqualFold(line[:5], "date:") {
+				out = append(out, strings.TrimSpace(line[5:]))
+				break
+			}
+		}
+	}
+	return out
+}
+
+// phishPhraseSimple is the plain form of extractor.phishPhrase: lowercase,
+// then search for every phrase. The fast form must agree with it.
+func phishPhraseSimple(s string) bool {
+	if len(s) > 8<<10 {
+		s = s[:8<<10]
+	}
+	ls := strings.ToLower(s)
+	if !strings.Contains(ls, "your") && !strings.Contains(ls, "activity") && !strings.Contains(ls, "access") {
+		return false
+	}
+	for _, pv := range phishPivots {
+		for _, p := range pv.phrases {
+			if strings.Contains(ls, p) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func TestPhishPhrase(t *testing.T) {
+	tests := []string{
+		"",
+		"Please VERIFY YOUR ACCOUNT now",
+		"Your account has been suspended",
+		"account has been suspended", // no gate word
+		"account has been suspended, see the access log", // gate word elsewhere
+		"we saw Suspicious Activity",
+		"unauthorized access detected",
+		"your your your verify your email",
+		"re-enter your details",
+		"VERİFY YOUR ACCOUNT", // Turkish dotted I lowercases to i
+		"ſign in to your account",
+		strings.Repeat("x", 8<<10-5) + "verify your account", // cut at 8 KiB
+		"nothing to see here",
+	}
+	x := newExtractor(1<<10 - 1)
+	for _, s := range tests {
+		if got, want := x.phishPhrase(s), phishPhraseSimple(s); got != want {
+			t.Errorf("phishPhrase(%.40q) = %v, want %v", s, got, want)
+		}
+	}
+}
+
+func FuzzPhishPhrase(f *testing.F) {
+	f.Add("Your account has been suspended")
+	f.Add("verify your identity")
+	x := newExtractor(1<<10 - 1)
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := x.phishPhrase(s), phishPhraseSimple(s); got != want {
+			t.Errorf("phishPhrase(%q) = %v, want %v", s, got, want)
+		}
+	})
+}
