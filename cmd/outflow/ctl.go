@@ -32,6 +32,9 @@ commands:
   dkim generate TENANT DOMAIN [--selector S] [--algo rsa|ed25519] [--activate-in DURATION]
   dkim show TENANT DOMAIN [--selector S] | dkim list TENANT | dkim delete TENANT DOMAIN --selector S
   hash-password                              (reads a password on stdin, prints its bcrypt hash)
+  trace MESSAGE_ID                           (verdict, routing, attempts, bounces, complaints from ClickHouse)
+  migrate [--dry-run]                        (ClickHouse schema: applied and pending migrations)
+  query [NAME [--param NAME=VALUE ...]]      (list or run an analyst query of deploy/clickhouse/queries)
 `
 
 // multiFlag collects a repeatable string flag.
@@ -56,6 +59,9 @@ func runCtl(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	if rest[0] == "hash-password" {
 		return hashPassword(stdin, stdout)
+	}
+	if analyticsCommand(rest[0]) {
+		return analyticsCtl(ctx, *configPath, rest, stdout)
 	}
 	bc := bus.DefaultConfig()
 	if *configPath != "" {
