@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/outflowmail/outflow/pkg/delivery"
+	"github.com/outflowmail/outflow/pkg/dnsbl"
+	"github.com/outflowmail/outflow/pkg/shaping"
 )
 
 // Config of the sender role.
@@ -45,6 +47,12 @@ type Config struct {
 	DataTimeout time.Duration `yaml:"data_timeout"`
 	// Retry is the schedule of deferred recipients.
 	Retry Retry `yaml:"retry"`
+	// Shaping, Warmup and DNSBL configure pkg/shaping (sites, limits per
+	// source address and site, backoff rules, warm-up caps) and the
+	// blocklist monitor (docs/delivery.md).
+	Shaping shaping.Config       `yaml:"shaping"`
+	Warmup  shaping.WarmupConfig `yaml:"warmup"`
+	DNSBL   dnsbl.Config         `yaml:"dnsbl"`
 	// Identity is sender.dkim, sender.verp and sender.provider_id
 	// (identity.go).
 	Identity `yaml:",inline"`
@@ -129,6 +137,9 @@ func DefaultConfig() Config {
 			MaxAge:     72 * time.Hour,
 		},
 		Identity: DefaultIdentity(),
+		Shaping:  shaping.DefaultConfig(),
+		Warmup:   shaping.DefaultWarmup(),
+		DNSBL:    dnsbl.DefaultConfig(),
 	}
 }
 
@@ -176,6 +187,15 @@ func (c Config) Validate() error {
 		return fmt.Errorf("sender.smtp_port: %d, want 1-65535", c.SMTPPort)
 	}
 	if err := c.Retry.validate("sender.retry"); err != nil {
+		return err
+	}
+	if err := c.Shaping.Validate(); err != nil {
+		return err
+	}
+	if err := c.Warmup.Validate(); err != nil {
+		return err
+	}
+	if err := c.DNSBL.Validate(); err != nil {
 		return err
 	}
 	for _, tenant := range slices.Sorted(maps.Keys(c.Retry.Tenants)) {

@@ -40,9 +40,7 @@ type Options struct {
 	// Name identifies this sender process in delivery events; default
 	// host:pid.
 	Name string
-	// Shaper limits connections and rates per (source address, site)
-	// across sender processes; nil limits them within this process to
-	// delivery.DefaultLimits.
+	// Shaper replaces the pkg/shaping Shaper built from Config.Shaping.
 	Shaper delivery.Shaper
 }
 
@@ -81,6 +79,16 @@ func RunWith(ctx context.Context, cfg Config, pools pool.Set, b *bus.Bus, log *s
 	id, err := newIdentity(cfg.Identity, b, log)
 	if err != nil {
 		return err
+	}
+	if opts.Shaper == nil {
+		sh, stop, err := startShaping(ctx, cfg, served, b, log, opts.Name)
+		if err != nil {
+			return err
+		}
+		// Deferred before the Deliverer's Close, so it runs after it:
+		// closing connections releases their slots through the Shaper.
+		defer stop()
+		opts.Shaper = sh
 	}
 	s := &sender{
 		cfg: cfg, b: b, log: log, now: opts.Now, rand: opts.Rand, name: opts.Name, id: id,
