@@ -295,7 +295,10 @@ func (d *Deliverer) startTLS(ctx context.Context, c *client, domain, mx, ehlo st
 			}
 			report(f)
 			if req.Mode == TLSVerify {
-				_ = tc.Close()
+				// RFC 3207 4.1: a client that finds the security level
+				// too low SHOULD issue QUIT right after the negotiation.
+				c.setConn(tc)
+				c.quit()
 				return tlsError(mx, fmt.Errorf("TLS verify toward %s: %w", mx, f))
 			}
 			d.opts.Log.Info("TLS certificate check failed; delivering anyway (report only)", "mx", mx, "err", f)

@@ -63,6 +63,7 @@ type Event struct {
 	Delivery *Delivery `json:"delivery,omitempty"`
 	Shaping  *Shaping  `json:"shaping,omitempty"`
 	DNSBL    *DNSBL    `json:"dnsbl,omitempty"`
+	TLS      *TLS      `json:"tls,omitempty"` // tls.go
 	// Feedback payloads: bounce, complaint, dmarc, suppressed (feedback.go).
 	FeedbackPayloads
 }
