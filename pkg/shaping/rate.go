@@ -29,6 +29,11 @@ type tokens struct {
 	left  int
 	from  time.Time // usable from
 	until time.Time // unused tokens lapse then
+	// The key's last known revision and value, tried first by the next
+	// compare-and-set: one round trip instead of two while this process
+	// is the only one sending.
+	rev uint64
+	tat time.Time
 }
 
 func (s *Shaper) bucket(key string) *tokens {
@@ -45,6 +50,9 @@ func (s *Shaper) bucket(key string) *tokens {
 // takeRate takes one message from the per-hour and per-second rates of
 // (src, site), waiting up to maxWait.
 func (s *Shaper) takeRate(ctx context.Context, src, site string, l delivery.Limits, maxWait time.Duration) error {
+	if l.MessagesPerHour <= 0 && l.MessagesPerSecond <= 0 {
+		return nil
+	}
 	suffix := IPToken(src) + "." + siteToken(site)
 	var wait time.Duration
 	if l.MessagesPerHour > 0 {
@@ -96,34 +104,44 @@ func (s *Shaper) takeToken(ctx context.Context, key string, T time.Duration, n, 
 		tk.left--
 		return max(wait, 0), nil
 	}
-	from, err := s.reserve(ctx, key, T, n, b, maxWait)
+	from, err := s.reserve(ctx, tk, key, T, n, b, maxWait)
 	if err != nil {
 		return 0, err
 	}
 	tk.left = n - 1
 	tk.from = from
-	tk.until = from.Add(time.Duration(n)*T + T)
+	// Unused tokens lapse at the end of the block's own span, so that they
+	// never pile up into a burst; at least 50 ms, so that at very high
+	// rates a block outlives the round trip that fetched it.
+	tk.until = from.Add(max(time.Duration(n)*T+T, 50*time.Millisecond))
 	return max(from.Sub(s.now()), 0), nil
 }
 
 // reserve moves key's TAT forward by n intervals and returns when the
 // block may be used.
-func (s *Shaper) reserve(ctx context.Context, key string, T time.Duration, n, b int, maxWait time.Duration) (time.Time, error) {
+// tk (locked by the caller) remembers the key's last known state: a
+// stale one only makes the compare-and-set fail (then the key is read), or
+// makes the wait look shorter than it is, never longer.
+func (s *Shaper) reserve(ctx context.Context, tk *tokens, key string, T time.Duration, n, b int, maxWait time.Duration) (time.Time, error) {
+	known := tk.rev != 0
 	for range 50 {
 		now := s.now()
-		var tat time.Time
-		var rev uint64
-		e, err := s.kv.Get(ctx, key)
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-		case err != nil:
-			return time.Time{}, fmt.Errorf("read %s: %w", key, err)
-		default:
-			rev = e.Revision()
-			if ns, perr := strconv.ParseInt(string(e.Value()), 10, 64); perr == nil {
-				tat = time.Unix(0, ns)
+		tat, rev := tk.tat, tk.rev
+		if !known {
+			tat, rev = time.Time{}, 0
+			e, err := s.kv.Get(ctx, key)
+			switch {
+			case errors.Is(err, jetstream.ErrKeyNotFound):
+			case err != nil:
+				return time.Time{}, fmt.Errorf("read %s: %w", key, err)
+			default:
+				rev = e.Revision()
+				if ns, perr := strconv.ParseInt(string(e.Value()), 10, 64); perr == nil {
+					tat = time.Unix(0, ns)
+				}
 			}
 		}
+		known = false
 		start := now
 		if tat.After(now) {
 			start = tat
@@ -139,17 +157,21 @@ func (s *Shaper) reserve(ctx context.Context, key string, T time.Duration, n, b 
 		// The key is worthless once its TAT has passed; let it expire then.
 		ttl := newTAT.Sub(now) + time.Second
 		value := []byte(strconv.FormatInt(newTAT.UnixNano(), 10))
+		var newRev uint64
+		var err error
 		if rev == 0 {
-			_, err = s.kv.Create(ctx, key, value, jetstream.KeyTTL(max(ttl.Round(time.Second), time.Second)))
+			newRev, err = s.kv.Create(ctx, key, value, jetstream.KeyTTL(max(ttl.Round(time.Second), time.Second)))
 		} else {
-			_, err = publishTTL(ctx, s.js, key, value, ttl, &rev)
+			newRev, err = publishTTL(ctx, s.js, key, value, ttl, &rev)
 		}
 		if isConflict(err) {
-			continue // another process moved it; read again
+			continue // another process moved it, or it expired; read again
 		}
 		if err != nil {
+			tk.rev = 0
 			return time.Time{}, err
 		}
+		tk.rev, tk.tat = newRev, newTAT
 		return from, nil
 	}
 	return time.Time{}, fmt.Errorf("reserve %s: too much contention: %w", key, delivery.ErrRateLimited)

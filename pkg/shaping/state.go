@@ -33,8 +33,15 @@ func Bucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstrea
 		Bucket:      BucketName,
 		Description: "traffic shaping: connection slots, rates, backoff, warm-up, blocklist listings",
 		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
+		// In memory: every write is on a hot path (a connection, a block of
+		// messages) and the embedded server fsyncs file writes before it
+		// acknowledges them. The state is short-lived, and what a full NATS
+		// restart loses is bounded: slots and rates start afresh, backoff
+		// actions end early, the DNSBL monitor's next round (run at start)
+		// restores listings, and a warming IP may send up to twice its cap
+		// that day. With nats.replicas 3 a single server restart loses none.
+		Storage:  jetstream.MemoryStorage,
+		Replicas: replicas,
 		// Needed for per-key TTLs; the markers a TTL leaves are kept this long
 		// so that watchers see the key go.
 		LimitMarkerTTL: time.Minute,
@@ -67,7 +74,12 @@ func token(s string) string {
 
 // IPToken is an address as one key token (127.0.0.2 → 127-0-0-2).
 func IPToken(ip string) string {
-	return token(strings.NewReplacer(".", "-", ":", "-").Replace(ip))
+	return token(strings.Map(func(r rune) rune {
+		if r == '.' || r == ':' {
+			return '-'
+		}
+		return r
+	}, ip))
 }
 
 // siteToken is a site as key tokens: dots stay, so sites read naturally.
