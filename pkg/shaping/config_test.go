@@ -197,3 +197,56 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestRulesFile: a rules file replaces the shipped rules, its limits and
+// durations read as YAML, and a configured rule named like a file rule
+// replaces it.
+func TestRulesFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rules.yaml")
+	text := `sites:
+  - name: big
+    mx: ["*.big.example"]
+    limits: {max_connections: 4, idle_timeout: 5s, messages_per_second: 2.5}
+backoff:
+  - name: slow-down
+    code: "451"
+    action: throttle
+    rate: 1
+    duration: 90s
+  - name: go-away
+    text: "(?i)go away"
+    action: suspend
+    duration: 1h
+`
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.RulesFile = path
+	cfg.Backoff = []Rule{{Name: "go-away", Text: "(?i)go away", Action: KindRemove, Duration: time.Minute}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	k, err := compile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Shaper{cfg: k}
+	if got := s.Site("x.example", []string{"mx1.big.example"}); got != "big" {
+		t.Errorf("Site = %q, want big", got)
+	}
+	if got := s.Site("gmail.com", []string{"gmail-smtp-in.l.google.com"}); got != "l.google.com" {
+		t.Errorf("Site(gmail) with the shipped rules replaced = %q, want the derived l.google.com", got)
+	}
+	l := s.Limits("big", "x.example")
+	if l.MaxConnections != 4 || l.IdleTimeout != 5*time.Second || l.MessagesPerSecond != 2.5 {
+		t.Errorf("Limits(big) = %+v", l)
+	}
+	var names []string
+	for _, r := range k.rules {
+		names = append(names, r.Name+":"+r.Action+":"+r.Duration.String())
+	}
+	if want := "go-away:remove:1m0s slow-down:throttle:1m30s"; strings.Join(names, " ") != want {
+		t.Errorf("rules %v, want %s", names, want)
+	}
+}
