@@ -21,9 +21,11 @@ import (
 	"github.com/outflowmail/outflow/pkg/envelope"
 	"github.com/outflowmail/outflow/pkg/natsserver"
 	"github.com/outflowmail/outflow/pkg/tenant"
+	"github.com/outflowmail/outflow/pkg/verp"
 	"github.com/outflowmail/outflow/services/analytics"
 	"github.com/outflowmail/outflow/services/capture"
 	"github.com/outflowmail/outflow/services/classifier"
+	"github.com/outflowmail/outflow/services/feedback"
 	"github.com/outflowmail/outflow/services/ingest"
 	"github.com/outflowmail/outflow/services/router"
 	"github.com/outflowmail/outflow/services/sender"
@@ -32,7 +34,7 @@ import (
 // Roles, in the order they start (downstream first, so that every stage's
 // consumer exists before mail reaches it); they stop in reverse, so ingest
 // stops accepting before anything behind it stops.
-var Roles = []string{"analytics", "sender", "router", "classifier", "ingest"}
+var Roles = []string{"analytics", "feedback", "sender", "router", "classifier", "ingest"}
 
 // NewLogger builds the process logger from the log section.
 func NewLogger(c LogConfig) *slog.Logger {
@@ -199,8 +201,23 @@ func roleFunc(name string, cfg *Config, b *bus.Bus, dir *tenant.Directory, log *
 		return func(ctx context.Context) error { return sender.Run(ctx, cfg.Sender, cfg.Pools, b, log) }, nil
 	case "analytics":
 		return func(ctx context.Context) error { return analytics.Run(ctx, cfg.Analytics, b, log) }, nil
+	case "feedback":
+		codec, err := verpCodec(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) error { return feedback.Run(ctx, cfg.Feedback, b, codec, dir, log) }, nil
 	}
 	return nil, fmt.Errorf("unknown role %q", name)
+}
+
+// verpCodec is the sender's VERP codec, for the feedback worker to read the
+// return paths back; nil when VERP is off.
+func verpCodec(cfg *Config) (*verp.Codec, error) {
+	if cfg.Sender.VERP.Domain == "" {
+		return nil, nil
+	}
+	return verp.New(cfg.Sender.VERP)
 }
 
 // engineScorer adapts the spam engine to the classifier role's interface.

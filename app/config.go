@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -18,6 +19,7 @@ import (
 	"github.com/outflowmail/outflow/services/analytics"
 	"github.com/outflowmail/outflow/services/capture"
 	"github.com/outflowmail/outflow/services/classifier"
+	"github.com/outflowmail/outflow/services/feedback"
 	"github.com/outflowmail/outflow/services/ingest"
 	"github.com/outflowmail/outflow/services/router"
 	"github.com/outflowmail/outflow/services/sender"
@@ -37,6 +39,7 @@ type Config struct {
 	Router     router.Config    `yaml:"router"`
 	Sender     sender.Config    `yaml:"sender"`
 	Analytics  analytics.Config `yaml:"analytics"`
+	Feedback   feedback.Config  `yaml:"feedback"`
 	Capture    CaptureConfig    `yaml:"capture"`
 }
 
@@ -101,6 +104,7 @@ func DefaultConfig() Config {
 		Router:     router.DefaultConfig(),
 		Sender:     sender.DefaultConfig(),
 		Analytics:  analytics.DefaultConfig(),
+		Feedback:   feedback.DefaultConfig(),
 		Capture:    CaptureConfig{Config: capture.DefaultConfig()},
 	}
 }
@@ -198,7 +202,7 @@ func (c *Config) Validate() error {
 	checks := []func() error{
 		c.NATS.Config.Validate, c.NATS.Embedded.Validate, c.Pools.Validate,
 		c.Ingest.Validate, c.Classifier.Config.Validate, c.Classifier.Engine.Validate,
-		c.Router.Validate, c.Sender.Validate, c.Analytics.Validate,
+		c.Router.Validate, c.Sender.Validate, c.Analytics.Validate, c.Feedback.Validate,
 	}
 	if c.Capture.Enabled {
 		checks = append(checks, c.Capture.Config.Validate)
@@ -207,6 +211,10 @@ func (c *Config) Validate() error {
 		if err := check(); err != nil {
 			return err
 		}
+	}
+	if d := c.Sender.VERP.Domain; d != "" && c.Ingest.MX.Addr != "" &&
+		!slices.ContainsFunc(c.Ingest.MX.BounceDomains, func(b string) bool { return strings.EqualFold(b, d) }) {
+		return fmt.Errorf("ingest.mx.bounce_domains: must include sender.verp.domain %q, or bounces to the return paths are refused", d)
 	}
 	for i, s := range c.Tenants {
 		if _, err := s.Tenant(); err != nil {

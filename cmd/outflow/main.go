@@ -1,5 +1,5 @@
 // Command outflow is the single binary of the Outflow outbound mail platform.
-// Each role (ingest, classifier, router, sender, analytics) runs as a
+// Each role (ingest, classifier, router, sender, analytics, feedback) runs as a
 // subcommand; "all" runs every role in one process with an embedded NATS server.
 package main
 
@@ -34,6 +34,7 @@ commands:
   router       choose an IP pool for each message
   sender       deliver messages over SMTP
   analytics    load events into ClickHouse
+  feedback     parse bounces, complaints and DMARC reports from the MX listener
   ctl          operator tool (tenants, policy, domains)
   classify     score message files and print one JSON verdict per message
   classifier train   rebuild the embedded spam model from a corpus
@@ -53,7 +54,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return runClassifierTrain(ctx, args[2:], stdout, stderr)
 		}
 		return runRole(ctx, "classifier", args[1:], stderr)
-	case "all", "nats", "ingest", "router", "sender", "analytics":
+	case "all", "nats", "ingest", "router", "sender", "analytics", "feedback":
 		return runRole(ctx, args[0], args[1:], stderr)
 	case "ctl":
 		return runCtl(ctx, args[1:], stdin, stdout, stderr)

@@ -316,3 +316,18 @@ func (w *Worker) entry(env *envelope.Envelope, a attribution, rcpt, reason, sour
 	}
 	return e
 }
+
+// Run is the feedback role: it waits for the tenant directory, then
+// handles reports until ctx ends.
+func Run(ctx context.Context, cfg Config, b *bus.Bus, codec *verp.Codec, dir *tenant.Directory, log *slog.Logger) error {
+	select {
+	case <-dir.Ready():
+	case <-ctx.Done():
+		return nil
+	}
+	w, err := New(ctx, cfg, b, NewParser(), codec, dir, log)
+	if err != nil {
+		return err
+	}
+	return w.Run(ctx)
+}
