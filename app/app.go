@@ -19,6 +19,7 @@ import (
 	"github.com/outflowmail/outflow/pkg/bus"
 	"github.com/outflowmail/outflow/pkg/classify"
 	"github.com/outflowmail/outflow/pkg/envelope"
+	"github.com/outflowmail/outflow/pkg/metrics"
 	"github.com/outflowmail/outflow/pkg/natsserver"
 	"github.com/outflowmail/outflow/pkg/tenant"
 	"github.com/outflowmail/outflow/pkg/verp"
@@ -119,6 +120,16 @@ func Run(ctx context.Context, cfg *Config, roles []string, log *slog.Logger) err
 			log.Error("tenant directory", "err", err)
 		}
 	}()
+	reg := metrics.NewRegistry()
+	if cfg.Metrics.Listen != "" {
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			if err := metrics.Serve(bgCtx, cfg.Metrics, reg, log); err != nil {
+				log.Error("metrics endpoint", "err", err)
+			}
+		}()
+	}
 	if cfg.Capture.Enabled {
 		bg.Add(1)
 		go func() {
@@ -140,7 +151,7 @@ func Run(ctx context.Context, cfg *Config, roles []string, log *slog.Logger) err
 		if !slices.Contains(roles, name) {
 			continue
 		}
-		start, err := roleFunc(name, cfg, b, dir, log.With("role", name))
+		start, err := roleFunc(name, cfg, b, dir, reg, log.With("role", name))
 		if err != nil {
 			stopAll(started)
 			return err
@@ -183,7 +194,7 @@ func stopAll(started []runningRole) {
 	}
 }
 
-func roleFunc(name string, cfg *Config, b *bus.Bus, dir *tenant.Directory, log *slog.Logger) (func(context.Context) error, error) {
+func roleFunc(name string, cfg *Config, b *bus.Bus, dir *tenant.Directory, reg *metrics.Registry, log *slog.Logger) (func(context.Context) error, error) {
 	switch name {
 	case "ingest":
 		return func(ctx context.Context) error { return ingest.Run(ctx, cfg.Ingest, b, dir, log) }, nil
@@ -200,7 +211,9 @@ func roleFunc(name string, cfg *Config, b *bus.Bus, dir *tenant.Directory, log *
 	case "sender":
 		return func(ctx context.Context) error { return sender.Run(ctx, cfg.Sender, cfg.Pools, b, log) }, nil
 	case "analytics":
-		return func(ctx context.Context) error { return analytics.Run(ctx, cfg.Analytics, b, log) }, nil
+		return func(ctx context.Context) error {
+			return analytics.Run(ctx, cfg.Analytics, b, log, analytics.WithMetrics(reg))
+		}, nil
 	case "feedback":
 		codec, err := verpCodec(cfg)
 		if err != nil {

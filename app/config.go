@@ -14,6 +14,7 @@ import (
 	"github.com/outflowmail/outflow/pkg/bus"
 	"github.com/outflowmail/outflow/pkg/classify"
 	"github.com/outflowmail/outflow/pkg/natsserver"
+	"github.com/outflowmail/outflow/pkg/metrics"
 	"github.com/outflowmail/outflow/pkg/pool"
 	"github.com/outflowmail/outflow/pkg/tenant"
 	"github.com/outflowmail/outflow/services/analytics"
@@ -41,6 +42,8 @@ type Config struct {
 	Analytics  analytics.Config `yaml:"analytics"`
 	Feedback   feedback.Config  `yaml:"feedback"`
 	Capture    CaptureConfig    `yaml:"capture"`
+	// Metrics is the process's Prometheus endpoint (off unless listen is set).
+	Metrics metrics.Config `yaml:"metrics"`
 }
 
 // LogConfig sets up log/slog.
@@ -203,6 +206,7 @@ func (c *Config) Validate() error {
 		c.NATS.Config.Validate, c.NATS.Embedded.Validate, c.Pools.Validate,
 		c.Ingest.Validate, c.Classifier.Config.Validate, c.Classifier.Engine.Validate,
 		c.Router.Validate, c.Sender.Validate, c.Analytics.Validate, c.Feedback.Validate,
+		c.Metrics.Validate,
 	}
 	if c.Capture.Enabled {
 		checks = append(checks, c.Capture.Config.Validate)
