@@ -13,8 +13,8 @@ import (
 
 	"github.com/outflowmail/outflow/pkg/bus"
 	"github.com/outflowmail/outflow/pkg/classify"
-	"github.com/outflowmail/outflow/pkg/natsserver"
 	"github.com/outflowmail/outflow/pkg/metrics"
+	"github.com/outflowmail/outflow/pkg/natsserver"
 	"github.com/outflowmail/outflow/pkg/pool"
 	"github.com/outflowmail/outflow/pkg/tenant"
 	"github.com/outflowmail/outflow/services/analytics"
