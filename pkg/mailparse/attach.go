@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"path"
 	"strings"
-
-	"github.com/emersion/go-message/textproto"
 )
 
 // Attachment describes a non-text part.
@@ -74,7 +72,7 @@ const (
 )
 
 // attachment reads a non-text part and describes it.
-func (p *parser) attachment(h textproto.Header, mt, name string, body io.Reader) {
+func (p *parser) attachment(h fieldGetter, mt, name string, body io.Reader) {
 	m := p.m
 	r := decodeTransfer(h.Get("Content-Transfer-Encoding"), body, m)
 	head := make([]byte, 512)

@@ -53,7 +53,7 @@ func contentType(v string) (mediaType string, params map[string]string, ok bool)
 // entity visits one MIME entity whose header is h and whose still-encoded
 // body is read from body. whole is the body as bytes when the caller has it
 // (top level), for a fallback when a multipart has no readable parts.
-func (p *parser) entity(h textproto.Header, body io.Reader, depth int, whole []byte) {
+func (p *parser) entity(h fieldGetter, body io.Reader, depth int, whole []byte) {
 	m := p.m
 	if depth > m.Depth {
 		m.Depth = depth
@@ -91,7 +91,7 @@ func (p *parser) entity(h textproto.Header, body io.Reader, depth int, whole []b
 				break
 			}
 			n++
-			p.entity(part.Header, part, depth+1, nil)
+			p.entity(&part.Header, part, depth+1, nil)
 		}
 		if n == 0 && whole != nil {
 			// The boundary never appears: read the body as text so its words
@@ -111,7 +111,7 @@ func (p *parser) entity(h textproto.Header, body io.Reader, depth int, whole []b
 		if s := inner.Get("Subject"); s != "" {
 			p.addText(&m.Text, DecodeHeader(s)+"\n")
 		}
-		p.entity(inner, br, depth+1, nil)
+		p.entity(&inner, br, depth+1, nil)
 		return
 	}
 	p.leaf(h, mt, params, body)
@@ -119,7 +119,7 @@ func (p *parser) entity(h textproto.Header, body io.Reader, depth int, whole []b
 
 // leaf handles a non-multipart entity: text is decoded and kept, anything
 // else is described as an attachment.
-func (p *parser) leaf(h textproto.Header, mt string, params map[string]string, body io.Reader) {
+func (p *parser) leaf(h fieldGetter, mt string, params map[string]string, body io.Reader) {
 	m := p.m
 	m.Parts++
 	disp, dparams, _ := mime.ParseMediaType(h.Get("Content-Disposition"))

@@ -6,6 +6,7 @@ import (
 	"io"
 	"mime"
 	"net/mail"
+	nettextproto "net/textproto"
 	"strings"
 	"unicode/utf8"
 
@@ -18,8 +19,127 @@ const maxRecipients = 64
 
 // readHeader reads a header block leniently: a line that is not a field is
 // skipped (and recorded) instead of ending the header.
-func (p *parser) readHeader(block []byte) textproto.Header {
-	return p.readHeaderFrom(bufio.NewReaderSize(bytes.NewReader(block), 4096))
+func (p *parser) readHeader(block []byte) fieldList {
+	if fl, ok := parseFields(block); ok {
+		return fl
+	}
+	h := p.readHeaderFrom(bufio.NewReaderSize(bytes.NewReader(block), 4096))
+	var fl fieldList
+	fs := h.Fields()
+	for fs.Next() {
+		fl = append(fl, Field{Name: fs.Key(), Value: fs.Value()})
+	}
+	return fl
+}
+
+// fieldList is a header block's fields in order, as go-message's
+// textproto.ReadHeader reads them: names canonical, values unfolded.
+type fieldList []Field
+
+// Get returns the first value of the field named key, which must be in
+// canonical form ("Content-Type").
+func (fl fieldList) Get(key string) string {
+	for _, f := range fl {
+		if f.Name == key {
+			return f.Value
+		}
+	}
+	return ""
+}
+
+// fieldGetter is a header that parts of a message are read by: the
+// top-level fieldList, or a go-message header of an inner part.
+type fieldGetter interface {
+	Get(key string) string
+}
+
+var (
+	_ fieldGetter = fieldList(nil)
+	_ fieldGetter = (*textproto.Header)(nil)
+)
+
+// parseFields reads a well-formed header block exactly as
+// textproto.ReadHeader does (line ends, continuation lines, name
+// canonicalisation, unfolding), but from one copy of the block: names and
+// one-line values are substrings of it, where ReadHeader allocates a line
+// buffer, a field, a name and a value per field. It reports false for a
+// block ReadHeader would reject (a leading blank, a line without a colon, a
+// bad name byte), which is then read by the lenient path.
+func parseFields(block []byte) (fieldList, bool) {
+	if len(block) == 0 {
+		return nil, true
+	}
+	if block[0] == ' ' || block[0] == '\t' {
+		return nil, false
+	}
+	s := string(block)
+	fl := make(fieldList, 0, min(bytes.Count(block, []byte{'\n'})+1, 64))
+	for pos := 0; pos < len(s); {
+		line, next := headerLine(s, pos)
+		if line == "" {
+			break // a blank line ends the header
+		}
+		pos = next
+		colon := strings.IndexByte(line, ':')
+		if colon < 0 {
+			return nil, false
+		}
+		key := trimBlanks(line[:colon])
+		for i := 0; i < len(key); i++ {
+			if c := key[i]; c < 33 || c > 126 {
+				return nil, false
+			}
+		}
+		value := trimBlanks(line[colon+1:])
+		if pos < len(s) && (s[pos] == ' ' || s[pos] == '\t') {
+			// Folded: pieces trimmed, empty ones dropped, joined by a space.
+			var b strings.Builder
+			b.WriteString(value)
+			for pos < len(s) && (s[pos] == ' ' || s[pos] == '\t') {
+				var cont string
+				cont, pos = headerLine(s, pos)
+				if cont = trimBlanks(cont); cont != "" {
+					if b.Len() > 0 {
+						b.WriteByte(' ')
+					}
+					b.WriteString(cont)
+				}
+			}
+			value = b.String()
+		}
+		key = nettextproto.CanonicalMIMEHeaderKey(key)
+		if key == "" {
+			continue
+		}
+		fl = append(fl, Field{Name: key, Value: value})
+	}
+	return fl, true
+}
+
+// headerLine returns the line of s starting at pos without its "\n" or
+// "\r\n" (bufio.Reader.ReadLine's line), and where the next line starts.
+func headerLine(s string, pos int) (line string, next int) {
+	i := strings.IndexByte(s[pos:], '\n')
+	if i < 0 {
+		return s[pos:], len(s)
+	}
+	line = s[pos : pos+i]
+	if strings.HasSuffix(line, "\r") {
+		line = line[:len(line)-1]
+	}
+	return line, pos + i + 1
+}
+
+// trimBlanks removes leading and trailing spaces and tabs.
+func trimBlanks(s string) string {
+	i, j := 0, len(s)
+	for i < j && (s[i] == ' ' || s[i] == '\t') {
+		i++
+	}
+	for j > i && (s[j-1] == ' ' || s[j-1] == '\t') {
+		j--
+	}
+	return s[i:j]
 }
 
 // readHeaderFrom reads a header block from br, as readHeader does.
@@ -55,11 +175,13 @@ func (p *parser) readHeaderFrom(br *bufio.Reader) textproto.Header {
 }
 
 // topHeader fills the header-derived fields of the message.
-func (p *parser) topHeader(h textproto.Header) {
+func (p *parser) topHeader(h fieldList) {
 	m := p.m
-	fields := h.Fields()
-	for fields.Next() {
-		m.Header = append(m.Header, Field{Name: fields.Key(), Value: capString(fields.Value(), p.lim.MaxFieldBytes)})
+	if len(h) > 0 {
+		m.Header = make([]Field, len(h))
+	}
+	for i, f := range h {
+		m.Header[i] = Field{Name: f.Name, Value: capString(f.Value, p.lim.MaxFieldBytes)}
 	}
 	m.Subject = DecodeHeader(capString(h.Get("Subject"), p.lim.MaxFieldBytes))
 	if v := h.Get("From"); v != "" {
@@ -73,11 +195,13 @@ func (p *parser) topHeader(h textproto.Header) {
 		}
 	}
 	for _, k := range []string{"To", "Cc"} {
-		for _, v := range h.Values(k) {
+		for _, f := range h {
 			if len(m.To) >= maxRecipients {
 				break
 			}
-			m.To = append(m.To, ParseAddressList(capString(v, p.lim.MaxFieldBytes), maxRecipients-len(m.To))...)
+			if f.Name == k {
+				m.To = append(m.To, ParseAddressList(capString(f.Value, p.lim.MaxFieldBytes), maxRecipients-len(m.To))...)
+			}
 		}
 	}
 }

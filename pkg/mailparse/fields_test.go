@@ -1,0 +1,89 @@
+package mailparse
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/emersion/go-message/textproto"
+)
+
+// checkFields compares parseFields with go-message's textproto.ReadHeader,
+// which it replaces on well-formed blocks and must match exactly.
+func checkFields(t *testing.T, block []byte) {
+	t.Helper()
+	got, ok := parseFields(block)
+	h, err := textproto.ReadHeader(bufio.NewReaderSize(bytes.NewReader(block), 4096))
+	if !ok {
+		return // read by the lenient path, as before
+	}
+	if err != nil {
+		t.Errorf("parseFields(%.200q) accepted a block ReadHeader rejects: %v", block, err)
+		return
+	}
+	var want fieldList
+	fs := h.Fields()
+	for fs.Next() {
+		want = append(want, Field{Name: fs.Key(), Value: fs.Value()})
+	}
+	if len(got) != len(want) {
+		t.Errorf("parseFields(%.200q): %d fields, ReadHeader %d", block, len(got), len(want))
+		return
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Errorf("parseFields(%.200q) field %d = %q, ReadHeader %q", block, i, got[i], want[i])
+		}
+	}
+}
+
+func TestParseFields(t *testing.T) {
+	tests := []string{
+		"",
+		"Subject: hi\n",
+		"Subject: hi",
+		"subject:hi\r\nfrom :  a@b.example \r\n",
+		"Subject: one\n two\n\tthree\n",
+		"Subject: one\r\n \r\n two\r\n",
+		"Subject:\n two\n",
+		"Subject: a\r\r\nX: b\r",
+		" leading: blank\n",
+		"no colon here\nSubject: x\n",
+		"Bad Name: x\n",
+		": empty name\nSubject: x\n",
+		"X-Weird_Name.1: v\n",
+		"x-mailer: a\nX-MAILER: b\n",
+		"Subject: a\n\nBody: not a field\n",
+		"Subject: a\n\r\nX: y\n",
+		"Subject: nul\x00byte\n",
+		"Subject: 8bit \xe9t\xe9\n",
+		"Subject: x\n" + string(bytes.Repeat([]byte("y"), 9000)) + ": long\n",
+		"Subject: " + string(bytes.Repeat([]byte("z"), 5000)) + "\r\n continued\r\n",
+	}
+	for _, tt := range tests {
+		checkFields(t, []byte(tt))
+	}
+}
+
+func TestParseFields_Corpus(t *testing.T) {
+	dir := corpusDir(t)
+	files, _ := filepath.Glob(filepath.Join(dir, "*", "*"))
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		block, _ := splitHeader(skipMboxFrom(raw))
+		checkFields(t, block)
+	}
+}
+
+func FuzzParseFields(f *testing.F) {
+	f.Add([]byte("Subject: one\r\n two\r\nFrom: a@b.example\n"))
+	f.Add([]byte("x: \r\r\n\t\n y\r"))
+	f.Fuzz(func(t *testing.T, block []byte) {
+		checkFields(t, block)
+	})
+}
