@@ -5,6 +5,10 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,6 +43,7 @@ func TestOutage_ClickHouseDownDuringFlow(t *testing.T) {
 	cfg.Analytics.RetryMax = time.Second
 	cfg.Analytics.ClickHouse.DialTimeout = time.Second
 	cfg.Analytics.ClickHouse.QueryTimeout = 5 * time.Second
+	cfg.Metrics.Listen = freeAddr(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -99,6 +104,9 @@ func TestOutage_ClickHouseDownDuringFlow(t *testing.T) {
 	} else {
 		t.Logf("analytics backlog at the end of the outage: %d events", n)
 	}
+	if v := scrape(t, cfg.Metrics.Listen)["outflow_analytics_backlog_events"]; v == 0 {
+		t.Error("metrics endpoint: backlog 0 during the outage, want events waiting")
+	}
 	ch.Restart()
 	time.Sleep(2 * time.Second)
 	close(stopFlow)
@@ -111,6 +119,14 @@ func TestOutage_ClickHouseDownDuringFlow(t *testing.T) {
 		got, err := analytics.Backlog(ctx, b)
 		return err == nil && got == 0, fmt.Sprintf("backlog %d, %v", got, err)
 	})
+	m := scrape(t, cfg.Metrics.Listen)
+	t.Logf("metrics: backlog %v, inserted %v, skipped %v, insert errors %v", m["outflow_analytics_backlog_events"],
+		m["outflow_analytics_events_inserted_total"], m["outflow_analytics_events_skipped_total"],
+		m["outflow_analytics_insert_errors_total"])
+	if m["outflow_analytics_backlog_events"] != 0 || m["outflow_analytics_insert_errors_total"] == 0 {
+		t.Errorf("metrics after the outage: backlog %v, insert errors %v; want 0 and > 0",
+			m["outflow_analytics_backlog_events"], m["outflow_analytics_insert_errors_total"])
+	}
 	streamed := streamEventCounts(t, b)
 	t.Logf("events in the stream: %v", streamed)
 	for _, typ := range []events.Type{events.TypeVerdict, events.TypeRouted, events.TypeDelivery} {
@@ -154,6 +170,28 @@ func TestOutage_ClickHouseDownDuringFlow(t *testing.T) {
 			t.Errorf("%s = %d, want %d", c.query, got, c.want)
 		}
 	}
+}
+
+// scrape reads the metrics endpoint at addr into name → value.
+func scrape(tb testing.TB, addr string) map[string]float64 {
+	tb.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out := map[string]float64{}
+	for line := range strings.Lines(string(body)) {
+		name, v, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if ok && !strings.HasPrefix(name, "#") {
+			out[name], _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	return out
 }
 
 // outageBus connects to the test's NATS server as the roles do.
