@@ -105,7 +105,15 @@ func (s *Shaper) refresh(ctx context.Context) {
 		cur, still := s.held[key]
 		switch {
 		case !still || cur != rev:
-			// Released meanwhile.
+			// Released meanwhile: if this renewal won the race with the
+			// release's purge, the purge failed; purge the renewed slot.
+			if err == nil && !still {
+				s.mu.Unlock()
+				pctx, cancel := context.WithTimeout(ctx, s.lease/3)
+				_ = s.kv.Purge(pctx, key, jetstream.LastRevision(newRev), jetstream.PurgeTTL(time.Minute))
+				cancel()
+				continue
+			}
 		case err == nil:
 			s.held[key] = newRev
 		case isConflict(err):
