@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/emersion/go-message/textproto"
@@ -86,4 +88,19 @@ func FuzzParseFields(f *testing.F) {
 	f.Fuzz(func(t *testing.T, block []byte) {
 		checkFields(t, block)
 	})
+}
+
+// TestParse_RedirectAfterLongerLowercase: a letter whose lowercase takes more
+// bytes (U+023A) before an embedded URL once made the redirect search index
+// past the end of the link and panic.
+func TestParse_RedirectAfterLongerLowercase(t *testing.T) {
+	msg := "Subject: x\n\nsee http://a.example/" + strings.Repeat("\u023a", 100) + "=http://b.example/ now\n"
+	m := Parse([]byte(msg), Limits{})
+	var hosts []string
+	for _, l := range m.Links {
+		hosts = append(hosts, l.Host)
+	}
+	if want := []string{"a.example", "b.example"}; !slices.Equal(hosts, want) {
+		t.Errorf("link hosts = %q, want %q", hosts, want)
+	}
 }

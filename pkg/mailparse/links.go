@@ -73,14 +73,13 @@ func ParseLink(raw string) (Link, bool) {
 		s = s[:2048]
 	}
 	var l Link
-	lower := strings.ToLower(s)
 	switch {
-	case strings.HasPrefix(lower, "http://"), strings.HasPrefix(lower, "https://"):
-	case strings.HasPrefix(lower, "hxxp://"), strings.HasPrefix(lower, "hxxps://"),
-		strings.HasPrefix(lower, "hxxp[:]//"), strings.HasPrefix(lower, "hxxps[:]//"):
+	case hasPrefixFold(s, "http://"), hasPrefixFold(s, "https://"):
+	case hasPrefixFold(s, "hxxp://"), hasPrefixFold(s, "hxxps://"),
+		hasPrefixFold(s, "hxxp[:]//"), hasPrefixFold(s, "hxxps[:]//"):
 		l.Obfuscated = true
 		s = "http" + strings.Replace(s[4:], "[:]", ":", 1)
-	case strings.HasPrefix(lower, "www."):
+	case hasPrefixFold(s, "www."):
 		s = "http://" + s
 	default:
 		return l, false
@@ -130,8 +129,42 @@ func ParseLink(raw string) (Link, bool) {
 		return l, false
 	}
 	l.Host = host
-	l.URL = scheme + "://" + host + tail
+	if after := s[i+3:]; s[:i] == scheme && len(after) == len(host)+len(tail) &&
+		after[:len(host)] == host && after[len(host):] == tail {
+		l.URL = s // already normal, as most links are
+	} else {
+		l.URL = scheme + "://" + host + tail
+	}
 	return l, true
+}
+
+// hasPrefixFold is strings.HasPrefix(strings.ToLower(s), lowerPrefix) for
+// an ASCII prefix, without lowercasing s.
+func hasPrefixFold(s, lowerPrefix string) bool {
+	return len(s) >= len(lowerPrefix) && indexFoldASCII(s[:len(lowerPrefix)], lowerPrefix) == 0
+}
+
+// indexFoldASCII is strings.Index(asciiLower(s), lowerNeedle) without
+// lowercasing s: ASCII capitals match their lowercase letter.
+func indexFoldASCII(s, lowerNeedle string) int {
+	n := len(lowerNeedle)
+	if n == 0 {
+		return 0
+	}
+outer:
+	for i := 0; i+n <= len(s); i++ {
+		for j := 0; j < n; j++ {
+			c := s[i+j]
+			if c >= 'A' && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != lowerNeedle[j] {
+				continue outer
+			}
+		}
+		return i
+	}
+	return -1
 }
 
 // validHostname accepts dotted names of letters, digits, hyphens and
@@ -154,6 +187,17 @@ func validHostname(h string) bool {
 // decimal or hex integer, and dotted parts in octal or hex. obfuscated is
 // true for every form but plain dotted decimal.
 func parseIPv4(h string) (ip string, obfuscated, ok bool) {
+	// Every form is made of digits, dots, hex digits and the base prefixes
+	// and separators strconv reads ("0x", "0o", "_"); anything else is a
+	// name, rejected here without the two failed parses' errors.
+	for i := 0; i < len(h); i++ {
+		switch c := h[i]; {
+		case c >= '0' && c <= '9', c >= 'a' && c <= 'f', c >= 'A' && c <= 'F', c == '.', c == 'x', c == 'X',
+			c == 'o', c == 'O', c == '_':
+		default:
+			return "", false, false
+		}
+	}
 	if a, err := netip.ParseAddr(h); err == nil && a.Is4() {
 		return a.String(), false, true
 	}
@@ -198,9 +242,11 @@ func parseIPv4(h string) (ip string, obfuscated, ok bool) {
 func redirectTarget(u string) string {
 	i := strings.Index(u, "://")
 	rest := u[i+3:]
-	lower := strings.ToLower(rest)
 	for _, marker := range []string{"http://", "https://", "http%3a%2f%2f", "https%3a%2f%2f", "www."} {
-		j := strings.Index(lower, marker)
+		// Searched case-insensitively in place: offsets found in
+		// strings.ToLower(rest) were off (and out of range, a panic) after
+		// a letter whose lowercase is longer, such as U+023A.
+		j := indexFoldASCII(rest, marker)
 		if j <= 0 {
 			continue
 		}

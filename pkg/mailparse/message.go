@@ -207,6 +207,7 @@ func Parse(raw []byte, lim Limits) *Message {
 		hdrBlock = hdrBlock[:p.lim.MaxHeaderBytes]
 		p.m.defect(DefectHeaderTruncated)
 	}
+	p.bodyLen = len(body)
 	h := p.readHeader(hdrBlock)
 	p.topHeader(h)
 	p.entity(h, bytes.NewReader(body), 0, body)
