@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -32,9 +33,10 @@ type sessionCounter struct {
 	addr     string
 	messages atomic.Int64
 
-	mu   sync.Mutex
-	open map[string]int
-	peak map[string]int
+	mu       sync.Mutex
+	open     map[string]int
+	peak     map[string]int
+	arrivals []time.Time
 }
 
 func startSessionCounter(t *testing.T) *sessionCounter {
@@ -125,29 +127,27 @@ func (s *countSession) Mail(string, *smtp.MailOptions) error { return nil }
 func (s *countSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
 func (s *countSession) Data(r io.Reader) error {
 	_, err := io.Copy(io.Discard, r)
+	s.c.mu.Lock()
+	s.c.arrivals = append(s.c.arrivals, time.Now())
+	s.c.mu.Unlock()
 	s.c.messages.Add(1)
 	return err
 }
 func (s *countSession) Reset()        {}
 func (s *countSession) Logout() error { return nil }
 
-// TestShaping_TwoSendersNeverExceedConnectionLimit: two sender processes,
-// each with its own NATS connection and Shaper, deliver 120 jobs from one
-// pool address to one receiver whose site allows 2 connections per
-// address; the receiver never sees more than 2 sessions from the address at
-// once, and every job is delivered.
-func TestShaping_TwoSendersNeverExceedConnectionLimit(t *testing.T) {
-	ns := natstest.Start(t)
-	rcv := startSessionCounter(t)
-	pools := pool.Set{
-		{Name: "shared", Purpose: pool.Shared, IPs: []pool.IP{{Address: "127.0.0.2", EHLO: "out1.outflow.test"}}},
-		{Name: "high-risk", Purpose: pool.HighRisk, IPs: []pool.IP{{Address: "127.0.0.4", EHLO: "risk1.outflow.test"}}},
-	}
-	sc := shaping.DefaultConfig()
-	two, idle := 2, 300*time.Millisecond
-	sc.Defaults = shaping.LimitsConfig{MaxConnections: &two, IdleTimeout: &idle}
-	log := slog.New(slog.DiscardHandler)
+// onePool has a single shared address, so every connection comes from it.
+var onePool = pool.Set{
+	{Name: "shared", Purpose: pool.Shared, IPs: []pool.IP{{Address: "127.0.0.2", EHLO: "out1.outflow.test"}}},
+	{Name: "high-risk", Purpose: pool.HighRisk, IPs: []pool.IP{{Address: "127.0.0.4", EHLO: "risk1.outflow.test"}}},
+}
 
+// startTwoSenders runs two sender processes on ns, each with its own bus
+// connection and Shaper, delivering everything to addr.
+func startTwoSenders(t *testing.T, sc shaping.Config, pools pool.Set, addr string) []*bus.Bus {
+	t.Helper()
+	ns := natstest.Start(t)
+	log := slog.New(slog.DiscardHandler)
 	var buses []*bus.Bus
 	for i := range 2 {
 		bc := bus.DefaultConfig()
@@ -166,7 +166,7 @@ func TestShaping_TwoSendersNeverExceedConnectionLimit(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(sh.Close)
-		cfg := testConfig(rcv.addr)
+		cfg := testConfig(addr)
 		cfg.Workers = 8
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
@@ -180,6 +180,47 @@ func TestShaping_TwoSendersNeverExceedConnectionLimit(t *testing.T) {
 			}
 		})
 	}
+
+	return buses
+}
+
+// queueJobs queues n one-recipient jobs in pool shared over 7 domains.
+func queueJobs(t *testing.T, b *bus.Bus, n int) {
+	t.Helper()
+	for i := range n {
+		env := &envelope.Envelope{
+			ID: envelope.NewID(), Tenant: "t1", From: "a@demo.example", Pool: "shared", Jobs: 1,
+			Domain: fmt.Sprintf("d%d.example", i%7), Rcpts: []string{fmt.Sprintf("r%d@d%d.example", i, i%7)}, Received: time.Now(),
+		}
+		if err := b.PublishMessage(context.Background(), bus.OutboundSubject("shared"), env.JobID(), env, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// waitMessages waits up to 60 s for n messages at the receiver.
+func (c *sessionCounter) waitMessages(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for c.messages.Load() < int64(n) {
+		if time.Now().After(deadline) {
+			t.Fatalf("receiver got %d of %d messages in 60s", c.messages.Load(), n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestShaping_TwoSendersNeverExceedConnectionLimit: two sender processes,
+// each with its own NATS connection and Shaper, deliver 120 jobs from one
+// pool address to one receiver whose site allows 2 connections per
+// address; the receiver never sees more than 2 sessions from the address at
+// once, and every job is delivered.
+func TestShaping_TwoSendersNeverExceedConnectionLimit(t *testing.T) {
+	rcv := startSessionCounter(t)
+	sc := shaping.DefaultConfig()
+	two, idle := 2, 300*time.Millisecond
+	sc.Defaults = shaping.LimitsConfig{MaxConnections: &two, IdleTimeout: &idle}
+	buses := startTwoSenders(t, sc, onePool, rcv.addr)
 
 	// Count the deliveries each process made, from its delivery events.
 	var mu sync.Mutex
@@ -197,22 +238,8 @@ func TestShaping_TwoSendersNeverExceedConnectionLimit(t *testing.T) {
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 
 	const jobs = 120
-	for i := range jobs {
-		env := &envelope.Envelope{
-			ID: envelope.NewID(), Tenant: "t1", From: "a@demo.example", Pool: "shared", Jobs: 1,
-			Domain: fmt.Sprintf("d%d.example", i%7), Rcpts: []string{fmt.Sprintf("r%d@d%d.example", i, i%7)}, Received: time.Now(),
-		}
-		if err := buses[0].PublishMessage(context.Background(), bus.OutboundSubject("shared"), env.JobID(), env, body); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for rcv.messages.Load() < jobs {
-		if time.Now().After(deadline) {
-			t.Fatalf("receiver got %d of %d messages in 60s", rcv.messages.Load(), jobs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	queueJobs(t, buses[0], jobs)
+	rcv.waitMessages(t, jobs)
 	peaks := rcv.peaks()
 	eventually(t, "delivery events of every job", func() bool {
 		mu.Lock()
@@ -232,5 +259,38 @@ func TestShaping_TwoSendersNeverExceedConnectionLimit(t *testing.T) {
 	}
 	if peaks["127.0.0.2"] < 2 {
 		t.Fatalf("peak %d: the limit was never reached, the test proves nothing", peaks["127.0.0.2"])
+	}
+}
+
+// TestShaping_TwoSendersHoldTheRate: two sender processes deliver 80 jobs
+// from one address to a site limited to 20 messages/s; counted at the
+// receiver, no 2-second window holds more than 2 × 20 plus a block of 2
+// per process and a little for arrival jitter.
+func TestShaping_TwoSendersHoldTheRate(t *testing.T) {
+	rcv := startSessionCounter(t)
+	sc := shaping.DefaultConfig()
+	rate := 20.0
+	sc.Defaults = shaping.LimitsConfig{MessagesPerSecond: &rate}
+	buses := startTwoSenders(t, sc, onePool, rcv.addr)
+	const jobs = 80
+	queueJobs(t, buses[0], jobs)
+	rcv.waitMessages(t, jobs)
+
+	rcv.mu.Lock()
+	at := slices.Clone(rcv.arrivals)
+	rcv.mu.Unlock()
+	slices.SortFunc(at, func(a, b time.Time) int { return a.Compare(b) })
+	most := 0
+	for i := range at {
+		j, _ := slices.BinarySearchFunc(at, at[i].Add(2*time.Second), func(a, b time.Time) int { return a.Compare(b) })
+		most = max(most, j-i)
+	}
+	const allowed = 2*20 + 2*2 + 4
+	t.Logf("%d messages over %v; at most %d in any 2 s window (allowed %d)", len(at), at[len(at)-1].Sub(at[0]).Round(time.Millisecond), most, allowed)
+	if most > allowed {
+		t.Fatalf("%d messages in a 2 s window at 20/s, want at most %d", most, allowed)
+	}
+	if most < 20 {
+		t.Fatalf("at most %d messages in any 2 s window: the senders never pressed against the rate", most)
 	}
 }
