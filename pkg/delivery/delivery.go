@@ -242,6 +242,9 @@ func (d *Deliverer) Deliver(ctx context.Context, job Job) Result {
 	lim := d.limits(res.Site, job.Domain)
 	srcs, until := d.sources(res.Site, srcs)
 	if len(srcs) == 0 {
+		if until.IsZero() {
+			until = time.Now().Add(d.opts.SlotWait) // never a busy loop
+		}
 		res.RetryAt = until
 		return failAll(res, job, shapingError(fmt.Errorf("%w toward site %s until %s", ErrNoSource, res.Site, until.UTC().Format(time.RFC3339))))
 	}

@@ -59,7 +59,7 @@ func BenchmarkDeliveryWithDeferredBacklog(b *testing.B) {
 		w.deliver(b, 1000)
 	}
 	t0 := time.Now()
-	if err := publishJobs(loaded.b, "slow.example", backlog); err != nil {
+	if err := publishBenchJobs(loaded.b, "slow.example", backlog); err != nil {
 		b.Fatal(err)
 	}
 	waitCount(b, &loaded.deferred, int64(backlog), 30*time.Minute)
@@ -143,7 +143,7 @@ func startBenchWorld(b *testing.B) *benchWorld {
 func (w *benchWorld) deliver(b *testing.B, n int) {
 	b.Helper()
 	start := w.delivered.Load()
-	if err := publishJobs(w.b, "fast.example", n); err != nil {
+	if err := publishBenchJobs(w.b, "fast.example", n); err != nil {
 		b.Fatal(err)
 	}
 	waitCount(b, &w.delivered, start+int64(n), 10*time.Minute)
@@ -190,9 +190,9 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// publishJobs publishes n one-recipient jobs for domain to the shared
+// publishBenchJobs publishes n one-recipient jobs for domain to the shared
 // pool's subject, as the router would, without waiting for each ack.
-func publishJobs(b *bus.Bus, domain string, n int) error {
+func publishBenchJobs(b *bus.Bus, domain string, n int) error {
 	body := []byte("From: a@demo.example\r\nTo: x@" + domain + "\r\nSubject: bench\r\n\r\nhello\r\n")
 	const window = 2000
 	for sent := 0; sent < n; {

@@ -121,28 +121,41 @@ func (w *world) publish(t *testing.T, env *envelope.Envelope, body []byte) {
 	}
 }
 
-// next returns the next delivery event.
+// next returns the next delivery event; events of other types (shaping,
+// TLS) are skipped.
 func (w *world) next(t *testing.T) *events.Delivery {
 	t.Helper()
-	select {
-	case e := <-w.events:
-		if e.Type != events.TypeDelivery || e.Delivery == nil {
-			t.Fatalf("event %+v, want a delivery event", e)
+	timeout := time.After(15 * time.Second)
+	for {
+		select {
+		case e := <-w.events:
+			if e.Type != events.TypeDelivery {
+				continue
+			}
+			if e.Delivery == nil {
+				t.Fatalf("event %+v without its delivery payload", e)
+			}
+			return e.Delivery
+		case <-timeout:
+			t.Fatal("no delivery event within 15s")
+			return nil
 		}
-		return e.Delivery
-	case <-time.After(15 * time.Second):
-		t.Fatal("no delivery event within 15s")
-		return nil
 	}
 }
 
 // quiet checks that no event comes for a while.
 func (w *world) quiet(t *testing.T, d time.Duration) {
 	t.Helper()
-	select {
-	case e := <-w.events:
-		t.Fatalf("unexpected event %+v", e.Delivery)
-	case <-time.After(d):
+	timeout := time.After(d)
+	for {
+		select {
+		case e := <-w.events:
+			if e.Type == events.TypeDelivery {
+				t.Fatalf("unexpected event %+v", e.Delivery)
+			}
+		case <-timeout:
+			return
+		}
 	}
 }
 
