@@ -126,7 +126,7 @@ func (s *Shaper) act(r *Rule, src, site string, code int, enhanced, text string)
 	if err := s.putTTL(ctx, key, value, r.Duration+time.Second); err != nil {
 		s.log.Warn("share backoff action; it holds in this process only", "rule", r.Name, "key", key, "err", err)
 	}
-	s.log.Info("backoff", "rule", r.Name, "action", r.Action, "source_ip", src, "site", site,
+	s.log.Debug("backoff", "rule", r.Name, "action", r.Action, "source_ip", src, "site", site,
 		"until", until.UTC().Format(time.RFC3339), "smtp_code", code, "reply", reply)
 	if s.publish != nil {
 		e := &events.Event{
