@@ -235,9 +235,10 @@ func (d *Deliverer) startTLS(ctx context.Context, c *client, domain, mx, ehlo st
 		// was reported already; strict modes never get here.
 		return nil
 	}
+	_, viaTransport := d.transport(domain)
 	report := func(f *TLSFailure) {
-		if d.opts.TLS == nil {
-			return
+		if d.opts.TLS == nil || viaTransport {
+			return // TLS-RPT speaks of MX hosts, not of our own relays
 		}
 		r := TLSResult{Domain: domain, MX: mx, Req: req, Failure: f}
 		if la, ok := c.conn.LocalAddr().(*net.TCPAddr); ok {

@@ -184,6 +184,5 @@ func send(t *testing.T, d *delivery.Deliverer, domain string) delivery.RcptResul
 func config() tlspolicy.Config {
 	c := tlspolicy.DefaultConfig()
 	c.MTASTS.Enabled = false
-	c.MTASTS.RecheckTXT = 0
 	return c
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/outflowmail/outflow/pkg/delivery"
 	"github.com/outflowmail/outflow/pkg/dnsbl"
 	"github.com/outflowmail/outflow/pkg/shaping"
+	"github.com/outflowmail/outflow/pkg/tlspolicy"
 )
 
 // Config of the sender role.
@@ -53,6 +54,9 @@ type Config struct {
 	Shaping shaping.Config       `yaml:"shaping"`
 	Warmup  shaping.WarmupConfig `yaml:"warmup"`
 	DNSBL   dnsbl.Config         `yaml:"dnsbl"`
+	// TLS is the per-domain TLS policy, MTA-STS, DANE and TLS-RPT
+	// (pkg/tlspolicy).
+	TLS tlspolicy.Config `yaml:"tls"`
 	// Identity is sender.dkim, sender.verp and sender.provider_id
 	// (identity.go).
 	Identity `yaml:",inline"`
@@ -140,6 +144,7 @@ func DefaultConfig() Config {
 		Shaping:  shaping.DefaultConfig(),
 		Warmup:   shaping.DefaultWarmup(),
 		DNSBL:    dnsbl.DefaultConfig(),
+		TLS:      tlspolicy.DefaultConfig(),
 	}
 }
 
@@ -196,6 +201,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.DNSBL.Validate(); err != nil {
+		return err
+	}
+	if err := c.TLS.Validate(); err != nil {
 		return err
 	}
 	for _, tenant := range slices.Sorted(maps.Keys(c.Retry.Tenants)) {

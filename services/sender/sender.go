@@ -25,6 +25,7 @@ import (
 	"github.com/outflowmail/outflow/pkg/events"
 	"github.com/outflowmail/outflow/pkg/pool"
 	"github.com/outflowmail/outflow/pkg/resolver"
+	"github.com/outflowmail/outflow/pkg/tlspolicy"
 )
 
 // Options replace what tests must control; zero values are production's.
@@ -80,6 +81,11 @@ func RunWith(ctx context.Context, cfg Config, pools pool.Set, b *bus.Bus, log *s
 	if err != nil {
 		return err
 	}
+	tp, err := tlspolicy.New(ctx, cfg.TLS, tlspolicy.Options{Resolver: opts.Resolver, JS: b.JS, Replicas: b.Config().Replicas,
+		Publish: b.PublishEvent, Sender: opts.Name, Log: log})
+	if err != nil {
+		return err
+	}
 	if opts.Shaper == nil {
 		sh, stop, err := startShaping(ctx, cfg, served, b, log, opts.Name)
 		if err != nil {
@@ -95,7 +101,7 @@ func RunWith(ctx context.Context, cfg Config, pools pool.Set, b *bus.Bus, log *s
 		d: delivery.New(delivery.Options{
 			Resolver: opts.Resolver, Dial: opts.Dial, Transports: cfg.Transports, Port: cfg.SMTPPort,
 			ConnectTimeout: cfg.ConnectTimeout, CommandTimeout: cfg.CommandTimeout, DataTimeout: cfg.DataTimeout,
-			Shaper: opts.Shaper, Log: log,
+			Shaper: opts.Shaper, TLS: tp, Log: log,
 		}),
 	}
 	// Idle connections say QUIT once every worker has finished.
