@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 // TestValidDate checks the fast Date check against mail.ParseDate, which it
@@ -130,4 +131,38 @@ func FuzzPhishPhrase(f *testing.F) {
 			t.Errorf("phishPhrase(%q) = %v, want %v", s, got, want)
 		}
 	})
+}
+
+// shoutingSimple is shouting rune by rune, the form the fast one must match.
+func shoutingSimple(s string, minLetters int, ratio float64) bool {
+	upper, letters := 0, 0
+	for _, r := range s {
+		if unicode.IsLetter(r) {
+			letters++
+			if unicode.IsUpper(r) {
+				upper++
+			}
+		}
+	}
+	return letters >= minLetters && float64(upper) >= ratio*float64(letters)
+}
+
+func FuzzShouting(f *testing.F) {
+	f.Add("FREE MONEY NOW!!! click @[`{ here", 8, 0.6)
+	f.Add("Ünïcödé ÀÉÎ and ascii ABCDEFGHIJ", 3, 0.3)
+	f.Fuzz(func(t *testing.T, s string, minLetters int, ratio float64) {
+		if got, want := shouting(s, minLetters, ratio), shoutingSimple(s, minLetters, ratio); got != want {
+			t.Errorf("shouting(%q, %d, %v) = %v, want %v", s, minLetters, ratio, got, want)
+		}
+	})
+}
+
+func TestShouting(t *testing.T) {
+	for _, s := range []string{"", "ABCDEFGH", "abcdefgh", "@[`{@[`{AZaz", "HELLO WORLD, THIS IS LOUD", "Mixed Case Text Here ok", "ÀÉÎ ABCDEFGHIJKLMNOP"} {
+		for _, ratio := range []float64{0, 0.3, 0.6, 1} {
+			if got, want := shouting(s, 3, ratio), shoutingSimple(s, 3, ratio); got != want {
+				t.Errorf("shouting(%q, 3, %v) = %v, want %v", s, ratio, got, want)
+			}
+		}
+	}
 }
