@@ -114,6 +114,11 @@ func TestConfig_Validate(t *testing.T) {
 		{"port", func(c *Config) { c.SMTPPort = 70000 }, "sender.smtp_port"},
 		{"empty pool", func(c *Config) { c.Pools = []string{""} }, "sender.pools[0]"},
 		{"timeouts", func(c *Config) { c.CommandTimeout = 0 }, "sender.command_timeout"},
+		{"tenant override ok", func(c *Config) { c.Retry.Tenants = map[string]RetryOverride{"t1": {MaxAge: time.Hour}} }, ""},
+		{"tenant override negative", func(c *Config) { c.Retry.Tenants = map[string]RetryOverride{"t1": {FirstDelay: -1}} }, "sender.retry.tenants.t1"},
+		{"tenant override inconsistent", func(c *Config) {
+			c.Retry.Tenants = map[string]RetryOverride{"t1": {FirstDelay: 3 * time.Hour}}
+		}, "sender.retry.tenants.t1.max_delay"},
 	}
 	for _, tt := range tests {
 		cfg := DefaultConfig()
@@ -121,6 +126,43 @@ func TestConfig_Validate(t *testing.T) {
 		err := cfg.Validate()
 		if (err == nil) != (tt.wantKey == "") || (err != nil && !strings.HasPrefix(err.Error(), tt.wantKey+":")) {
 			t.Errorf("%s: Validate() = %v, want key %q", tt.name, err, tt.wantKey)
+		}
+	}
+}
+
+func TestRetryFor(t *testing.T) {
+	r := Retry{FirstDelay: 5 * time.Minute, MaxDelay: 2 * time.Hour, MaxAge: 72 * time.Hour,
+		Tenants: map[string]RetryOverride{"fast": {FirstDelay: time.Minute, MaxAge: time.Hour}}}
+	tests := []struct {
+		tenant string
+		want   Retry
+	}{
+		{"other", Retry{FirstDelay: 5 * time.Minute, MaxDelay: 2 * time.Hour, MaxAge: 72 * time.Hour}},
+		{"fast", Retry{FirstDelay: time.Minute, MaxDelay: 2 * time.Hour, MaxAge: time.Hour}},
+	}
+	for _, tt := range tests {
+		got := r.For(tt.tenant)
+		if got.FirstDelay != tt.want.FirstDelay || got.MaxDelay != tt.want.MaxDelay || got.MaxAge != tt.want.MaxAge || got.Tenants != nil {
+			t.Errorf("For(%q) = %+v, want %+v", tt.tenant, got, tt.want)
+		}
+	}
+}
+
+func TestBounceKind(t *testing.T) {
+	tests := []struct {
+		reason, enhanced, want string
+	}{
+		{"userunknown", "5.0.0", "hard"},
+		{"hostunknown", "", "hard"},
+		{"blocked", "5.1.1", "soft"}, // the reason wins
+		{"", "5.1.1", "hard"},
+		{"", "5.1.10", "hard"},
+		{"", "5.7.1", "soft"},
+		{"", "", "soft"},
+	}
+	for _, tt := range tests {
+		if got := bounceKind(tt.reason, tt.enhanced); got != tt.want {
+			t.Errorf("bounceKind(%q, %q) = %q, want %q", tt.reason, tt.enhanced, got, tt.want)
 		}
 	}
 }
