@@ -315,6 +315,10 @@ func (d *Deliverer) transaction(ctx context.Context, s *session, job Job, b batc
 		// so before the body is sent.
 		mail += fmt.Sprintf(" SIZE=%d", len(job.Body))
 	}
+	if c.has("8BITMIME") && !isASCII(job.Body) {
+		// RFC 6152 3: declare an 8-bit body where the server can take it.
+		mail += " BODY=8BITMIME"
+	}
 	if needUTF8 {
 		mail += " SMTPUTF8"
 	}
@@ -475,7 +479,7 @@ func (d *Deliverer) endData(c *client, readDone bool) bool {
 	return err != nil || r.Code == 421
 }
 
-func isASCII(s string) bool {
+func isASCII[T string | []byte](s T) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] >= utf8.RuneSelf {
 			return false
