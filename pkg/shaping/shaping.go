@@ -280,14 +280,12 @@ func (s *Shaper) Sources(site string, ips []pool.IP) ([]pool.IP, time.Time) {
 	if len(ips) == 0 {
 		return nil, now.Add(time.Minute)
 	}
-	s.mu.Lock()
+	// Addresses of pools added after New (or tests) bring their own
+	// warm-up start.
 	for _, ip := range ips {
-		if _, ok := s.warmFrom[ip.Address]; !ok && ip.WarmupStart != "" {
-			if d, err := time.Parse(time.DateOnly, ip.WarmupStart); err == nil {
-				s.warmFrom[ip.Address] = d
-			}
-		}
+		s.learnIP(ip)
 	}
+	s.mu.Lock()
 	off := s.rotation[site] % len(ips)
 	s.rotation[site] = off + 1
 	s.mu.Unlock()
