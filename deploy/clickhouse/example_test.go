@@ -31,6 +31,7 @@ func ExampleMigrations() {
 	// 4 0004_rollup_tables.sql 2
 	// 5 0005_rollup_views.sql 4
 	// 6 0006_retention.sql 0
+	// 7 0007_rollup_hourly.sql 3
 	// 20 0020_bounces.sql 1
 	// 21 0021_complaints.sql 1
 	// 22 0022_dmarc_reports.sql 1

@@ -34,7 +34,7 @@ func testStatus(t *testing.T, s *chstore.Store) {
 	if n := count(t, s, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'tenant_minute_deliveries_mv'"); n != 0 {
 		t.Errorf("old deliveries view still there")
 	}
-	for _, table := range []string{"tenant_minute", "tenant_minute_fingerprints", "tenant_minute_verdicts_mv",
+	for _, table := range []string{"tenant_minute", "tenant_minute_fingerprints", "tenant_hour", "tenant_hour_mv", "tenant_minute_verdicts_mv",
 		"tenant_minute_messages_mv", "tenant_minute_deliveries_v2_mv", "tenant_minute_fingerprints_mv",
 		"tenant_minute_bounces_mv", "tenant_minute_complaints_mv", "tenant_minute_suppressions_mv"} {
 		if n := count(t, s, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = '"+table+"'"); n != 1 {
@@ -85,6 +85,7 @@ func testRollupsExact(t *testing.T, s *chstore.Store) {
 		want              uint64
 	}{
 		{"messages", "SELECT count() FROM messages FINAL", "SELECT sum(messages) FROM tenant_minute", 60},
+		{"hourly messages", "SELECT count() FROM messages FINAL", "SELECT sum(messages) FROM tenant_hour", 60},
 		{"rcpts", "SELECT sum(rcpt_count) FROM messages FINAL", "SELECT sum(rcpts) FROM tenant_minute", 180},
 		{"verdicts", "SELECT count() FROM verdicts FINAL", "SELECT sum(verdicts) FROM tenant_minute", 60},
 		{"spam", "SELECT countIf(label = 'spam') FROM verdicts FINAL", "SELECT sum(spam) FROM tenant_minute", 12},

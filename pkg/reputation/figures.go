@@ -158,14 +158,14 @@ WHERE messages + verdicts + attempts + complaints + suppressed > 0
 ORDER BY tenant`
 
 // baselineQuery is each tenant's median hourly volume over the hours in
-// which it sent.
+// which it sent, from the hourly rollup.
 const baselineQuery = `
 SELECT tenant, median(hourly), count()
 FROM
 (
-    SELECT tenant, toStartOfHour(minute) AS hour, sum(messages) AS hourly
-    FROM tenant_minute
-    WHERE minute >= toDateTime(?) AND minute < toDateTime(?) %[1]s
+    SELECT tenant, hour, sum(messages) AS hourly
+    FROM tenant_hour
+    WHERE hour >= toDateTime(?) AND hour < toDateTime(?) %[1]s
     GROUP BY tenant, hour
     HAVING hourly > 0
 )
