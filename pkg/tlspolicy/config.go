@@ -61,6 +61,9 @@ type Report struct {
 	// OrganizationName and ContactInfo go into the daily reports.
 	OrganizationName string `yaml:"organization_name"`
 	ContactInfo      string `yaml:"contact_info"`
+	// Domain is our sending domain, the first part of report file names
+	// (RFC 8460 5.3).
+	Domain string `yaml:"domain"`
 }
 
 // DefaultConfig returns the defaults: opportunistic TLS, MTA-STS and
