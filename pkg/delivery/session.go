@@ -112,6 +112,7 @@ func (a *attempt) run(ctx context.Context, mx string, addr netip.AddrPort, srcs 
 		for s != nil && len(a.todo) > 0 {
 			if e := a.d.allow(ctx, s); e != nil {
 				a.shaped = e
+				a.res.RetryAt = time.Now().Add(a.d.opts.RateWait)
 				a.d.conns.put(s)
 				return e
 			}
