@@ -224,7 +224,9 @@ func (x *extractor) words(prefix, text string, sh *simhasher) int {
 	n := 0
 	var prev uint64
 	havePrev := false
-	x.buf = scanWords(text, x.buf, func(tok []byte, caps, compound bool) {
+	sc := wordScanner{text: text, buf: x.buf}
+	for sc.next() {
+		tok, caps, compound := sc.tok, sc.caps, sc.compound
 		if sh != nil {
 			sh.word(tok)
 		}
@@ -234,7 +236,7 @@ func (x *extractor) words(prefix, text string, sh *simhasher) int {
 		}
 		if corpusArtefact(tok, compound) {
 			havePrev = false
-			return
+			continue
 		}
 		n++
 		switch {
@@ -242,19 +244,19 @@ func (x *extractor) words(prefix, text string, sh *simhasher) int {
 			if at := indexByte(tok, '@'); at >= 0 {
 				x.addH(phAt, tok[at+1:])
 				havePrev = false
-				return
+				continue
 			}
 		case len(tok) > maxTokenLen:
 			x.addS(prefix, "#long"+lenBucket(len(tok)))
 			havePrev = false
-			return
+			continue
 		case len(tok) < 2 && !(len(tok) == 1 && tok[0] == '$'):
 			havePrev = false
-			return
+			continue
 		case len(tok) >= 5 && allDigits(tok):
 			x.addS(prefix, "#digits"+lenBucket(len(tok)))
 			havePrev = false
-			return
+			continue
 		}
 		h := x.addH(ph, tok)
 		if caps && len(tok) >= 3 {
@@ -266,7 +268,8 @@ func (x *extractor) words(prefix, text string, sh *simhasher) int {
 			}
 			prev, havePrev = h, true
 		}
-	})
+	}
+	x.buf = sc.buf
 	return n
 }
 
@@ -920,7 +923,10 @@ var dateFastLayouts = [...]string{"Mon, 2 Jan 2006 15:04:05 -0700", "2 Jan 2006 
 func validDate(s string) bool {
 	if strings.IndexByte(s, '\r') < 0 {
 		d := strings.TrimLeft(s, " \t")
-		if i := strings.IndexAny(d, "+-"); i >= 0 && len(d) >= i+5 && strings.Trim(d[i+5:], " \t") == "" {
+		if i := strings.IndexAny(d, "+-"); i >= 0 && len(d) >= i+5 {
+			if !commentsClosed(d[i+5:]) {
+				return false
+			}
 			for _, layout := range dateFastLayouts {
 				if _, err := time.Parse(layout, d[:i+5]); err == nil {
 					return true
@@ -930,4 +936,32 @@ func validDate(s string) bool {
 	}
 	_, err := mail.ParseDate(s)
 	return err == nil
+}
+
+// commentsClosed is net/mail's check of what follows a numeric zone: blanks
+// and parenthesised comments (nested, with backslash escapes), of which
+// each must be closed; whatever comes after them is not looked at.
+func commentsClosed(s string) bool {
+	for {
+		s = strings.TrimLeft(s, " \t")
+		if !strings.HasPrefix(s, "(") {
+			return true
+		}
+		s = s[1:]
+		depth := 1
+		for len(s) > 0 && depth > 0 {
+			switch {
+			case s[0] == '\\' && len(s) > 1:
+				s = s[1:]
+			case s[0] == '(':
+				depth++
+			case s[0] == ')':
+				depth--
+			}
+			s = s[1:]
+		}
+		if depth != 0 {
+			return false
+		}
+	}
 }

@@ -37,6 +37,12 @@ func TestValidDate(t *testing.T) {
 		"-0700",
 		"today",
 		"Mon, 2 Sep 2002 10:00:00 +9999",
+		"Mon, 2 Sep 2002 10:00:00 -0700 (PDT) (nested (ok) \\) ok)",
+		"Mon, 2 Sep 2002 10:00:00 -0700 (\\",
+		"Mon, 2 Sep 2002 10:00:00 -0700 ((a)",
+		"Mon, 2 Sep 2002 10:00:00 -0700 (a) junk (unclosed",
+		"Mon, 2 Sep 2002 10:00:00 -0700 junk (unclosed",
+		"Mon, 2 Sep 2002 10:00:00 -0700\t(tab)",
 	}
 	dates = append(dates, corpusDates(t)...)
 	for _, d := range dates {
@@ -165,4 +171,15 @@ func TestShouting(t *testing.T) {
 			}
 		}
 	}
+}
+
+func FuzzValidDate(f *testing.F) {
+	f.Add("Mon, 2 Sep 2002 10:00:00 -0700 (PDT)")
+	f.Add("2 Sep 02 10:00 +0100 ((x)")
+	f.Fuzz(func(t *testing.T, d string) {
+		_, err := mail.ParseDate(d)
+		if got, want := validDate(d), err == nil; got != want {
+			t.Errorf("validDate(%q) = %v, mail.ParseDate says %v", d, got, want)
+		}
+	})
 }

@@ -55,13 +55,34 @@ const (
 // maxTokenLen: longer runs (base64 junk, hashes) become one shape token.
 const maxTokenLen = 24
 
-// wordScanner splits text into word tokens: runs of letters and digits with
+// scanWords splits text into word tokens: runs of letters and digits with
 // inner apostrophes, dashes, dots and dollar/percent signs kept, lowercased.
 // It calls emit with the lowercased token bytes (valid until the next call),
 // whether the token was all capitals, and whether it was a compound with a
 // dot or @ (a host or address).
 func scanWords(text string, buf []byte, emit func(tok []byte, caps, compound bool)) []byte {
-	i := 0
+	sc := wordScanner{text: text, buf: buf}
+	for sc.next() {
+		emit(sc.tok, sc.caps, sc.compound)
+	}
+	return sc.buf
+}
+
+// wordScanner is scanWords as an iterator, for the hot loop over message
+// text: a loop body keeps its state in registers where a callback's
+// captured variables live in memory.
+type wordScanner struct {
+	text string
+	i    int
+	buf  []byte
+	// The current token, as scanWords passes it to emit.
+	tok            []byte
+	caps, compound bool
+}
+
+// next reads the next token; it reports false at the end of the text.
+func (sc *wordScanner) next() bool {
+	text, i, buf := sc.text, sc.i, sc.buf
 	for i < len(text) {
 		// Skip separators.
 		c := text[i]
@@ -126,10 +147,12 @@ func scanWords(text string, buf []byte, emit func(tok []byte, caps, compound boo
 		if j == i {
 			j++
 		}
-		i = j
-		emit(buf, upper >= 3 && lower == 0, compound)
+		sc.i, sc.buf = j, buf
+		sc.tok, sc.caps, sc.compound = buf, upper >= 3 && lower == 0, compound
+		return true
 	}
-	return buf
+	sc.i, sc.buf = i, buf
+	return false
 }
 
 func isTokenStart(c byte) bool {
