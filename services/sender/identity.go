@@ -157,6 +157,7 @@ func (id *identity) returnPath(env *envelope.Envelope) (func(string) string, err
 // <campaign>:<tenant>:<pool>:<provider id>, the campaign taken from the
 // tenant's X-Campaign-ID header.
 func (id *identity) setFeedbackID(env *envelope.Envelope, poolName string, body []byte) ([]byte, error) {
+	body = endHeaderAtNonField(body)
 	br := bufio.NewReader(bytes.NewReader(body))
 	h, err := textproto.ReadHeader(br)
 	if err != nil {
@@ -204,4 +205,44 @@ func feedbackID(campaign, tenant, poolName, providerID string) string {
 		return s
 	}
 	return f(campaign) + ":" + f(tenant) + ":" + f(poolName) + ":" + providerID
+}
+
+// endHeaderAtNonField makes the header end at its first line that is neither
+// a field (RFC 5322 2.2: printable name, colon) nor a continuation, by
+// inserting the empty line there, as Postfix's cleanup does. Ingest accepts
+// such messages; without this they could be neither parsed nor signed, and
+// would be retried for nothing.
+func endHeaderAtNonField(body []byte) []byte {
+	rest := body
+	for len(rest) > 0 {
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line = rest[:i+1]
+		}
+		trimmed := bytes.TrimRight(line, "\r\n")
+		if len(trimmed) == 0 {
+			return body // the header's own end
+		}
+		if trimmed[0] != ' ' && trimmed[0] != '\t' && !isFieldLine(trimmed) {
+			at := len(body) - len(rest)
+			out := make([]byte, 0, len(body)+2)
+			out = append(append(append(out, body[:at]...), "\r\n"...), body[at:]...)
+			return out
+		}
+		rest = rest[len(line):]
+	}
+	return body
+}
+
+func isFieldLine(line []byte) bool {
+	colon := bytes.IndexByte(line, ':')
+	if colon <= 0 {
+		return false
+	}
+	for _, c := range line[:colon] {
+		if c < 33 || c > 126 {
+			return false
+		}
+	}
+	return true
 }

@@ -173,3 +173,63 @@ func TestIdentityValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestEndHeaderAtNonField(t *testing.T) {
+	tests := []struct{ give, want string }{
+		{"From: a@b\r\nSubject: x\r\n\r\nbody\r\n", "From: a@b\r\nSubject: x\r\n\r\nbody\r\n"},
+		{"From: a@b\r\n folded\r\n\r\nbody\r\n", "From: a@b\r\n folded\r\n\r\nbody\r\n"},
+		{"From: a@b\r\nbogus line\r\nSubject: x\r\n\r\nbody\r\n", "From: a@b\r\n\r\nbogus line\r\nSubject: x\r\n\r\nbody\r\n"},
+		{"just text\r\n", "\r\njust text\r\n"},
+		{"From: a@b\nSubject: x", "From: a@b\nSubject: x"},
+		{"From: a@b\r\nBad Name: x\r\n", "From: a@b\r\n\r\nBad Name: x\r\n"},
+	}
+	for _, tt := range tests {
+		if got := string(endHeaderAtNonField([]byte(tt.give))); got != tt.want {
+			t.Errorf("endHeaderAtNonField(%q) = %q, want %q", tt.give, got, tt.want)
+		}
+	}
+}
+
+func TestPrepare_MalformedHeaderStillSigned(t *testing.T) {
+	id, _ := testIdentity(t, true)
+	env := &envelope.Envelope{ID: envelope.NewID(), Tenant: "demo", Rcpts: []string{"bob@example.net"}}
+	msg := "From: a@demo.example\r\nthis is not a header\r\nFeedback-ID: forged:x:y:outflow\r\n\r\nbody\r\n"
+	_, out, err := id.prepare(context.Background(), env, "shared", []byte(msg))
+	if err != nil {
+		t.Fatalf("prepare(malformed header) = %v, want it repaired and signed", err)
+	}
+	if !bytes.Contains(out, []byte("DKIM-Signature:")) || !bytes.Contains(out, []byte("Feedback-ID: none:demo:shared:outflow\r\n")) {
+		t.Errorf("not signed or no Feedback-ID:\n%s", out)
+	}
+}
+
+// FuzzSetFeedbackID feeds tenant-written messages to the header rewrite:
+// it must never panic, and whatever it returns has exactly our Feedback-ID
+// in its header.
+func FuzzSetFeedbackID(f *testing.F) {
+	f.Add([]byte(identityMsg))
+	f.Add([]byte("From: a@b\r\nbogus\r\n\r\n"))
+	f.Add([]byte("Feedback-ID: x\r\n\tfolded\r\nfeedback-id: y\r\n\r\nbody"))
+	id := &identity{providerID: "outflow"}
+	env := &envelope.Envelope{ID: "x", Tenant: "demo"}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		out, err := id.setFeedbackID(env, "shared", body)
+		if err != nil {
+			return
+		}
+		hdr := out
+		if i := bytes.Index(out, []byte("\r\n\r\n")); i >= 0 {
+			hdr = out[:i+2]
+		}
+		if n := bytes.Count(bytes.ToLower(hdr), []byte("\nfeedback-id:")) + btoi(bytes.HasPrefix(bytes.ToLower(hdr), []byte("feedback-id:"))); n != 1 {
+			t.Fatalf("%d Feedback-ID fields in the header of %q", n, out)
+		}
+	})
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
