@@ -1,5 +1,6 @@
--- Bounce reasons by destination domain: why recipients at each domain were
--- refused, permanently or for now, at delivery or later by DSN.
+-- Bounce reasons by destination domain.
+-- Why recipients at each domain were refused, permanently or for now, at
+-- delivery or later by DSN.
 -- From the last `hours` hours: every failed delivery attempt (deferred,
 -- bounced, expired) and every asynchronous bounce, grouped by recipient
 -- domain, where it was seen (delivery: the SMTP reply; dsn: a bounce report),

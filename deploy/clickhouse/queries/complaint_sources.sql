@@ -1,5 +1,6 @@
--- Complaint sources: which tenants draw complaints, from which receivers'
--- feedback loops, about mail sent from which of our IPs.
+-- Complaint sources.
+-- Which tenants draw complaints, from which receivers' feedback loops, about
+-- mail sent from which of our IPs.
 -- From the complaints of the last `hours` hours (ARF reports received on the
 -- MX listener), per tenant, reporting MTA (the mailbox provider's feedback
 -- loop), our source IP named in the report and feedback type: how many

@@ -1,8 +1,9 @@
--- A message's full trace: every row Outflow holds about one message, in time
--- order: its verdicts, reception and routing decision, every delivery attempt
--- per recipient, recipients dropped as suppressed, asynchronous bounces and
--- complaints. The id is our message id (msg_id) or the RFC 5322 Message-ID,
--- with or without angle brackets. `outflow ctl trace ID` prints it.
+-- Message trace: everything Outflow holds about one message.
+-- Every row about the message, in time order: its verdicts, reception and
+-- routing decision, every delivery attempt per recipient, recipients dropped
+-- as suppressed, asynchronous bounces and complaints. The id is our message
+-- id (msg_id) or the RFC 5322 Message-ID, with or without angle brackets.
+-- `outflow ctl trace ID` prints it.
 -- param id String: msg_id or Message-ID
 SELECT time, msg_id, step, detail
 FROM

@@ -1,4 +1,5 @@
--- Pool health: how each source IP fares at each destination site.
+-- Pool health.
+-- How each source IP fares at each destination site.
 -- From the deliveries of the last `hours` hours, per pool, source IP and
 -- destination site: recipient attempts and the shares delivered, deferred,
 -- bounced and blocked (reason blocked or spamdetected, or a reply naming a

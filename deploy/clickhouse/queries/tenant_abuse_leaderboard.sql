@@ -1,4 +1,5 @@
--- Tenant abuse leaderboard: the tenants whose mail looks worst right now.
+-- Tenant abuse leaderboard.
+-- The tenants whose mail looks worst right now.
 -- From the per-minute rollups (cheap over any span). For each tenant with at
 -- least min_messages messages in the last `hours` hours: volume, spam-verdict
 -- ratio, hard-bounce rate (per recipient with a final outcome), complaint rate
