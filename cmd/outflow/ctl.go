@@ -31,6 +31,7 @@ commands:
   suppression list|add|remove TENANT [ADDRESS] [--reason TEXT] [--ttl DURATION]
   dkim generate TENANT DOMAIN [--selector S] [--algo rsa|ed25519] [--activate-in DURATION]
   dkim show TENANT DOMAIN [--selector S] | dkim list TENANT | dkim delete TENANT DOMAIN --selector S
+  tlsrpt report [--date YYYY-MM-DD] [--out DIR]  (TLS-RPT daily reports, one JSON file per domain)
   hash-password                              (reads a password on stdin, prints its bcrypt hash)
   trace MESSAGE_ID                           (verdict, routing, attempts, bounces, complaints from ClickHouse)
   migrate [--dry-run]                        (ClickHouse schema: applied and pending migrations)
@@ -96,6 +97,8 @@ func runCtl(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		return suppressionCtl(cctx, b.JS, bc.Replicas, rest[1:], stdout)
 	case rest[0] == "dkim":
 		return dkimCtl(cctx, s, b.DKIMKeys, rest[1:], stdout, stderr)
+	case rest[0] == "tlsrpt":
+		return tlsrptCtl(ctx, b.JS, *configPath, rest[1:], stdout, stderr)
 	}
 	fs.Usage()
 	return fmt.Errorf("ctl: unknown command %q", strings.Join(rest, " "))

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outflowmail/outflow/pkg/events"
+	"github.com/outflowmail/outflow/pkg/resolver"
 )
 
 // Report is an aggregate report (RFC 8460 4.4).
@@ -206,6 +207,9 @@ type TXTResolver interface {
 // none (RFC 8460 3: exactly one record is expected; more are ignored).
 func Lookup(ctx context.Context, r TXTResolver, domain string) (Record, bool, error) {
 	txts, err := r.TXT(ctx, "_smtp._tls."+domain)
+	if errors.Is(err, resolver.ErrNXDomain) {
+		return Record{}, false, nil
+	}
 	if err != nil {
 		return Record{}, false, err
 	}
