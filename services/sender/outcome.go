@@ -2,9 +2,9 @@ package sender
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
+	"github.com/outflowmail/outflow/pkg/bouncereason"
 	"github.com/outflowmail/outflow/pkg/delivery"
 	"github.com/outflowmail/outflow/pkg/envelope"
 	"github.com/outflowmail/outflow/pkg/events"
@@ -51,7 +51,9 @@ func decide(env *envelope.Envelope, res delivery.Result, attempted bool, now tim
 		if !attempted {
 			reply := expiredReply
 			reply.Text = fmt.Sprintf("message expired: not delivered within %v", r.MaxAge)
-			p.rcpts = append(p.rcpts, rcptReply(rcpt, events.OutcomeExpired, reply))
+			rp := rcptReply(rcpt, events.OutcomeExpired, reply)
+			rp.Reason = bouncereason.Expired
+			p.rcpts = append(p.rcpts, rp)
 			continue
 		}
 		rr := res.Rcpts[i]
@@ -59,13 +61,11 @@ func decide(env *envelope.Envelope, res delivery.Result, attempted bool, now tim
 		case rr.Err == nil:
 			p.rcpts = append(p.rcpts, rcptReply(rcpt, events.OutcomeDelivered, rr.Reply))
 		case rr.Err.Permanent:
-			rp := rcptReply(rcpt, events.OutcomeBounced, rr.Reply)
-			rp.Bounce = bounceKind(rp.Reason, rr.Reply.Enhanced)
-			p.rcpts = append(p.rcpts, rp)
+			p.rcpts = append(p.rcpts, failed(rcpt, events.OutcomeBounced, rr.Err))
 		case !deadline.IsZero() && next.After(deadline):
-			p.rcpts = append(p.rcpts, rcptReply(rcpt, events.OutcomeExpired, rr.Reply))
+			p.rcpts = append(p.rcpts, failed(rcpt, events.OutcomeExpired, rr.Err))
 		default:
-			p.rcpts = append(p.rcpts, rcptReply(rcpt, events.OutcomeDeferred, rr.Reply))
+			p.rcpts = append(p.rcpts, failed(rcpt, events.OutcomeDeferred, rr.Err))
 			p.retry = append(p.retry, rcpt)
 		}
 	}
@@ -85,48 +85,41 @@ func expiresAt(env *envelope.Envelope, r Retry) time.Time {
 }
 
 func rcptReply(rcpt string, o events.Outcome, r delivery.Reply) events.RcptReply {
-	return events.RcptReply{Rcpt: rcpt, Outcome: o, Code: r.Code, Enhanced: r.Enhanced, Text: r.Text,
-		Reason: reason(o, r)}
+	return events.RcptReply{Rcpt: rcpt, Outcome: o, Code: r.Code, Enhanced: r.Enhanced, Text: r.Text}
 }
 
-// reason names why a recipient was not delivered, in Sisimai's vocabulary.
-// Expiry is known here; every other reason comes from the reply, classified
-// by replyReason.
-func reason(o events.Outcome, r delivery.Reply) string {
-	switch o {
-	case events.OutcomeDelivered:
-		return ""
-	case events.OutcomeExpired:
-		return "expired"
-	}
-	return replyReason(r.Code, r.Enhanced, r.Text)
-}
-
-// replyReason classifies a reply into a Sisimai reason. The classifier is
-// pkg/bouncereason (shared with the DSN parser); until it is in the tree
-// the reason stays empty rather than guessed here.
-func replyReason(int, string, string) string { return "" }
-
-// hardReasons are Sisimai's hard bounces: the address or domain does not
-// exist or takes no mail, so sending again is pointless.
-var hardReasons = map[string]bool{"userunknown": true, "hostunknown": true, "hasmoved": true, "notaccept": true}
-
-// bounceKind says whether a permanent failure is hard or soft: by its
-// reason when classified, else by RFC 3463's subject "addressing status"
-// (X.1.Y: bad mailbox or destination address) and 5.1.10 (null MX).
-func bounceKind(reason, enhanced string) string {
-	if reason != "" {
-		if hardReasons[reason] {
-			return "hard"
+// failed is rcptReply for a recipient the attempt did not deliver: with
+// its reason, and for a bounce whether it is hard.
+func failed(rcpt string, o events.Outcome, e *delivery.Error) events.RcptReply {
+	rp := rcptReply(rcpt, o, e.Reply)
+	rp.Reason = reason(o, e)
+	if o == events.OutcomeBounced {
+		rp.Bounce = "soft"
+		if bouncereason.HardStatus(rp.Reason, e.Enhanced, e.Code) {
+			rp.Bounce = "hard"
 		}
-		return "soft"
 	}
-	switch {
-	case strings.HasPrefix(enhanced, "5.1.1"), strings.HasPrefix(enhanced, "5.1.2"), enhanced == "5.1.6":
-		// 5.1.1 bad mailbox, 5.1.10 null MX, 5.1.2 bad system, 5.1.6 moved.
-		return "hard"
+	return rp
+}
+
+// reason names why a recipient was not delivered, in Sisimai's vocabulary:
+// expiry is known here; the rest is pkg/bouncereason's classification of
+// the reply (the same as for asynchronous bounces), told which command it
+// answered.
+func reason(o events.Outcome, e *delivery.Error) string {
+	if o == events.OutcomeExpired {
+		return bouncereason.Expired
 	}
-	return "soft"
+	if e.Stage == delivery.StageShaping {
+		return "" // no server was asked
+	}
+	return bouncereason.Classify(bouncereason.Input{Code: e.Code, Status: e.Enhanced, Text: e.Text, Command: commands[e.Stage]})
+}
+
+// commands name the SMTP command each stage's reply answered.
+var commands = map[delivery.Stage]string{
+	delivery.StageConnect: "CONN", delivery.StageGreeting: "EHLO", delivery.StageTLS: "STARTTLS",
+	delivery.StageMail: "MAIL", delivery.StageRcpt: "RCPT", delivery.StageData: "DATA",
 }
 
 // backoff is the delay before the attempt after attempt (1-based):

@@ -148,21 +148,24 @@ func TestRetryFor(t *testing.T) {
 	}
 }
 
-func TestBounceKind(t *testing.T) {
+func TestFailedReasonAndBounceKind(t *testing.T) {
 	tests := []struct {
-		reason, enhanced, want string
+		name       string
+		outcome    events.Outcome
+		err        *delivery.Error
+		wantReason string
+		wantBounce string
 	}{
-		{"userunknown", "5.0.0", "hard"},
-		{"hostunknown", "", "hard"},
-		{"blocked", "5.1.1", "soft"}, // the reason wins
-		{"", "5.1.1", "hard"},
-		{"", "5.1.10", "hard"},
-		{"", "5.7.1", "soft"},
-		{"", "", "soft"},
+		{"unknown user", events.OutcomeBounced, &delivery.Error{Reply: delivery.Reply{Code: 550, Enhanced: "5.1.1", Text: "no such user"}, Permanent: true, Stage: delivery.StageRcpt}, "userunknown", "hard"},
+		{"mailbox full", events.OutcomeDeferred, &delivery.Error{Reply: delivery.Reply{Code: 452, Enhanced: "4.2.2", Text: "mailbox full"}, Stage: delivery.StageRcpt}, "mailboxfull", ""},
+		{"blocked", events.OutcomeBounced, &delivery.Error{Reply: delivery.Reply{Code: 550, Enhanced: "5.7.1", Text: "Service unavailable; client host blocked using zen.spamhaus.org"}, Permanent: true, Stage: delivery.StageMail}, "blocked", "soft"},
+		{"expired", events.OutcomeExpired, &delivery.Error{Reply: delivery.Reply{Code: 451, Enhanced: "4.3.0", Text: "later"}, Stage: delivery.StageRcpt}, "expired", ""},
+		{"held by shaping", events.OutcomeDeferred, &delivery.Error{Reply: delivery.Reply{Enhanced: "4.7.0", Text: "busy"}, Stage: delivery.StageShaping}, "", ""},
 	}
 	for _, tt := range tests {
-		if got := bounceKind(tt.reason, tt.enhanced); got != tt.want {
-			t.Errorf("bounceKind(%q, %q) = %q, want %q", tt.reason, tt.enhanced, got, tt.want)
+		got := failed("a@example.net", tt.outcome, tt.err)
+		if got.Reason != tt.wantReason || got.Bounce != tt.wantBounce {
+			t.Errorf("%s: reason %q bounce %q, want %q %q", tt.name, got.Reason, got.Bounce, tt.wantReason, tt.wantBounce)
 		}
 	}
 }

@@ -265,8 +265,8 @@ func TestSender_MixedOutcomesRetryOnlyDeferred(t *testing.T) {
 		if rr.Rcpt == "busy@example.net" && (rr.Code != 450 || rr.Enhanced != "4.2.1" || rr.Text != "mailbox busy") {
 			t.Errorf("deferred reply %+v, want 450 4.2.1 mailbox busy", rr)
 		}
-		if rr.Rcpt == "nobody@example.net" && (rr.Code != 550 || rr.Enhanced != "5.1.1" || rr.Bounce != "hard") {
-			t.Errorf("bounced reply %+v, want 550 5.1.1, a hard bounce", rr)
+		if rr.Rcpt == "nobody@example.net" && (rr.Code != 550 || rr.Enhanced != "5.1.1" || rr.Bounce != "hard" || rr.Reason != "userunknown") {
+			t.Errorf("bounced reply %+v, want 550 5.1.1, a hard bounce for userunknown", rr)
 		}
 	}
 	if first.NextAttempt.IsZero() {
