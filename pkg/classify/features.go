@@ -67,9 +67,11 @@ type extractor struct {
 	// fingerprint state, lowercased text for the phrase search, and the
 	// Bayes probabilities.
 	hosts map[string]bool
-	sh    simhasher
-	lower []byte
-	probs []float64
+	// lowerNames caches lowercased header field names (see lowerName).
+	lowerNames map[string]string
+	sh         simhasher
+	lower      []byte
+	probs      []float64
 }
 
 // regDomain is the cached registered domain of host.
@@ -154,7 +156,8 @@ func regDomain(host string) string {
 // from message to message (see extractor.extract).
 func newExtractor(mask uint64) *extractor {
 	return &extractor{mask: mask, seen: newSeen(mask), buf: make([]byte, 0, 64),
-		domains: make(map[string]string, 8), hosts: make(map[string]bool, 8)}
+		domains: make(map[string]string, 8), hosts: make(map[string]bool, 8),
+		lowerNames: make(map[string]string, 64)}
 }
 
 // extract computes the features of a parsed message with a fresh extractor
@@ -162,7 +165,8 @@ func newExtractor(mask uint64) *extractor {
 // The features own their ids, as training keeps them.
 func extract(m *mailparse.Message, mask uint64, seen []uint64) features {
 	x := &extractor{mask: mask, seen: seen, buf: make([]byte, 0, 64),
-		domains: make(map[string]string, 8), hosts: make(map[string]bool, 8)}
+		domains: make(map[string]string, 8), hosts: make(map[string]bool, 8),
+		lowerNames: make(map[string]string, 64)}
 	return x.extract(m)
 }
 
@@ -327,7 +331,7 @@ func lenBucket(n int) string {
 func (x *extractor) header(m *mailparse.Message) {
 	prev := "^"
 	for _, fl := range m.Header {
-		name := strings.ToLower(fl.Name)
+		name := x.lowerName(fl.Name)
 		if ignoredHeader(name) {
 			continue
 		}
@@ -341,17 +345,17 @@ func (x *extractor) header(m *mailparse.Message) {
 		switch name {
 		case "x-mailer", "user-agent", "x-newsreader", "x-mimeole":
 			x.valueWords(famHeader+"mailer:", fl.Value, 4)
-			x.addS(famHeader+"mailershape:", shape(fl.Value, 24))
+			x.addShape(famHeader+"mailershape:", fl.Value, 24)
 		case "content-type":
 			mt, params, _ := strings.Cut(fl.Value, ";")
 			x.addS(famHeader+"ct:", strings.ToLower(strings.TrimSpace(mt)))
 			// The boundary's shape names the mailer that wrote it.
-			if i := strings.Index(strings.ToLower(params), "boundary="); i >= 0 {
+			if i := indexLower(params, "boundary="); i >= 0 {
 				b := strings.Trim(params[i+9:], "\" ")
 				if j := strings.IndexAny(b, "\";"); j >= 0 {
 					b = b[:j]
 				}
-				x.addS(famHeader+"boundaryshape:", shape(b, 32))
+				x.addShape(famHeader+"boundaryshape:", b, 32)
 			}
 		case "content-transfer-encoding", "precedence", "x-priority", "importance", "x-msmail-priority",
 			"mime-version":
@@ -359,13 +363,13 @@ func (x *extractor) header(m *mailparse.Message) {
 		case "organization", "list-id":
 			x.valueWords(famHeader+name+":", fl.Value, 6)
 		case "message-id":
-			x.addS(famHeader+"midshape:", shape(fl.Value, 48))
+			x.addShape(famHeader+"midshape:", fl.Value, 48)
 			if _, dom, ok := strings.Cut(strings.Trim(fl.Value, " <>"), "@"); ok && m.From.Domain != "" &&
 				regDomain(strings.ToLower(dom)) == regDomain(m.From.Domain) {
 				x.addS(famHeader, "mid-from-domain")
 			}
 		case "date":
-			x.addS(famHeader+"dateshape:", shape(fl.Value, 40))
+			x.addShape(famHeader+"dateshape:", fl.Value, 40)
 		}
 	}
 	if m.HasFrom {
@@ -378,12 +382,51 @@ func (x *extractor) header(m *mailparse.Message) {
 		}
 		x.valueWords(famHeader+"fromname:", m.From.Name, 6)
 		local, _, _ := strings.Cut(m.From.Addr, "@")
-		x.addS(famHeader+"fromlocalshape:", shape(local, 12))
+		x.addShape(famHeader+"fromlocalshape:", local, 12)
 	}
 	if m.HasReplyTo && m.ReplyTo.Domain != "" && !strings.Contains(m.ReplyTo.Domain, "taint.org") {
 		x.addS(famHeader+"replytodom:", regDomain(m.ReplyTo.Domain))
 	}
 	x.addS(famHeader+"nrcpt:", lenBucket(len(m.To)))
+}
+
+// lowerName is strings.ToLower of a header field name, from a cache: the
+// same few dozen names come in every message. The cache stops growing at
+// maxLowerNames, so random names cannot swell it.
+func (x *extractor) lowerName(name string) string {
+	if l, ok := x.lowerNames[name]; ok {
+		return l
+	}
+	l := strings.ToLower(name)
+	if len(x.lowerNames) < maxLowerNames {
+		x.lowerNames[name] = l
+	}
+	return l
+}
+
+const maxLowerNames = 512
+
+// indexLower is strings.Index(strings.ToLower(s), lowerNeedle) for an
+// ASCII needle, without the lowercased copy when s is ASCII.
+func indexLower(s, lowerNeedle string) int {
+	if !isASCII(s) {
+		return strings.Index(strings.ToLower(s), lowerNeedle)
+	}
+	n := len(lowerNeedle)
+outer:
+	for i := 0; i+n <= len(s); i++ {
+		for j := 0; j < n; j++ {
+			c := s[i+j]
+			if c >= 'A' && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != lowerNeedle[j] {
+				continue outer
+			}
+		}
+		return i
+	}
+	return -1
 }
 
 // valueWords adds up to max words of a header value.
@@ -398,13 +441,14 @@ func (x *extractor) valueWords(prefix, v string, max int) {
 	})
 }
 
-// shape reduces s to its character classes (A letter, 9 digit, other bytes
-// kept), collapsing runs, so "<3F2A.1B@host.example>" becomes
-// "<9A.9A@A.A>": mailers and spamware leave recognisable shapes.
-func shape(s string, max int) string {
-	var b strings.Builder
+// appendShape appends to dst the shape of s: its character classes (A
+// letter, 9 digit, other bytes kept), runs collapsed, at most max bytes, so
+// "<3F2A.1B@host.example>" becomes "<9A.9A@A.A>": mailers and spamware
+// leave recognisable shapes.
+func appendShape(dst []byte, s string, max int) []byte {
 	var last byte
-	for i := 0; i < len(s) && b.Len() < max; i++ {
+	n := len(dst)
+	for i := 0; i < len(s) && len(dst)-n < max; i++ {
 		c := s[i]
 		switch {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
@@ -418,9 +462,15 @@ func shape(s string, max int) string {
 			continue
 		}
 		last = c
-		b.WriteByte(c)
+		dst = append(dst, c)
 	}
-	return b.String()
+	return dst
+}
+
+// addShape adds the shape of s under prefix, hashed from x's buffer.
+func (x *extractor) addShape(prefix, s string, max int) {
+	x.buf = appendShape(x.buf[:0], s, max)
+	x.add(prefix, x.buf)
 }
 
 func capStr(s string, n int) string {

@@ -104,3 +104,19 @@ func TestParse_RedirectAfterLongerLowercase(t *testing.T) {
 		t.Errorf("link hosts = %q, want %q", hosts, want)
 	}
 }
+
+// TestLowerASCII: the interned names must be what lowercasing gives.
+func TestLowerASCII(t *testing.T) {
+	for l, names := range htmlNamesByLen {
+		for _, n := range names {
+			if len(n) != l || asciiLower(n) != n {
+				t.Errorf("htmlNamesByLen[%d] holds %q", l, n)
+			}
+		}
+	}
+	for _, s := range []string{"A", "HREF", "Font", "bgColor", "X-UNKNOWN", "href", "ÀB", "O:P"} {
+		if got, want := lowerASCII(s), asciiLower(s); got != want {
+			t.Errorf("lowerASCII(%q) = %q, want %q", s, got, want)
+		}
+	}
+}

@@ -73,6 +73,7 @@ func parseFields(block []byte) (fieldList, bool) {
 		return nil, false
 	}
 	s := string(block)
+	var arena []byte
 	fl := make(fieldList, 0, min(bytes.Count(block, []byte{'\n'})+1, 64))
 	for pos := 0; pos < len(s); {
 		line, next := headerLine(s, pos)
@@ -92,20 +93,26 @@ func parseFields(block []byte) (fieldList, bool) {
 		}
 		value := trimBlanks(line[colon+1:])
 		if pos < len(s) && (s[pos] == ' ' || s[pos] == '\t') {
-			// Folded: pieces trimmed, empty ones dropped, joined by a space.
-			var b strings.Builder
-			b.WriteString(value)
+			// Folded: pieces trimmed, empty ones dropped, joined by a
+			// space, into one buffer for all folded fields. Unfolding
+			// never lengthens text, so a buffer the size of the block
+			// never moves and the values can point into it.
+			if arena == nil {
+				arena = make([]byte, 0, len(s))
+			}
+			start := len(arena)
+			arena = append(arena, value...)
 			for pos < len(s) && (s[pos] == ' ' || s[pos] == '\t') {
 				var cont string
 				cont, pos = headerLine(s, pos)
 				if cont = trimBlanks(cont); cont != "" {
-					if b.Len() > 0 {
-						b.WriteByte(' ')
+					if len(arena) > start {
+						arena = append(arena, ' ')
 					}
-					b.WriteString(cont)
+					arena = append(arena, cont...)
 				}
 			}
-			value = b.String()
+			value = ownedString(arena[start:])
 		}
 		key = nettextproto.CanonicalMIMEHeaderKey(key)
 		if key == "" {

@@ -188,14 +188,39 @@ func isTagNameByte(c byte) bool {
 	return isASCIILetter(c) || c >= '0' && c <= '9' || c == '-' || c == ':'
 }
 
-// lowerASCII lowercases s, allocating only when s has capitals.
+// lowerASCII lowercases s, allocating only when s has capitals and is not
+// one of the common tag and attribute names (mail HTML is often written in
+// capitals: <FONT FACE=...>).
 func lowerASCII(s string) string {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c >= 'A' && c <= 'Z' {
+			if len(s) < len(htmlNamesByLen) {
+				for _, n := range htmlNamesByLen[len(s)] {
+					if indexFoldASCII(s, n) == 0 {
+						return n
+					}
+				}
+			}
 			return asciiLower(s)
 		}
 	}
 	return s
+}
+
+// htmlNamesByLen lists common tag and attribute names by length.
+var htmlNamesByLen = [...][]string{
+	1:  {"a", "b", "i", "p", "u"},
+	2:  {"br", "td", "tr", "th", "hr", "li", "ul", "ol", "h1", "h2", "h3", "h4", "em", "id", "dd", "dt", "dl"},
+	3:  {"img", "div", "src", "alt", "map", "dir", "col", "pre", "sup", "sub", "big", "rel", "o:p"},
+	4:  {"font", "span", "body", "html", "head", "meta", "form", "href", "size", "face", "area", "type", "name", "text", "lang", "link", "base", "code", "nobr"},
+	5:  {"table", "tbody", "title", "style", "input", "color", "width", "align", "class", "value", "frame", "embed", "param", "small", "label", "vlink", "alink"},
+	6:  {"center", "script", "height", "border", "valign", "action", "target", "strong", "nowrap", "method", "iframe", "option", "select", "button"},
+	7:  {"bgcolor", "content", "colspan", "rowspan", "charset", "onclick"},
+	8:  {"textarea"},
+	9:  {"topmargin"},
+	10: {"background", "http-equiv", "blockquote", "leftmargin"},
+	11: {"cellpadding", "cellspacing", "marginwidth"},
+	12: {"marginheight"},
 }
 
 // indexFold is strings.Index for an ASCII lowercase needle, ignoring case.
