@@ -121,6 +121,9 @@ type Bus struct {
 // store. It retries the initial connection until ctx ends, so that roles can
 // start before the server.
 func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	url := cfg.URL
 	if url == "" {
 		url = nats.DefaultURL
