@@ -6,9 +6,11 @@ import (
 	"net/mail"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"unicode"
+	"unicode/utf8"
 )
 
 // TestValidDate checks the fast Date check against mail.ParseDate, which it
@@ -180,6 +182,102 @@ func FuzzValidDate(f *testing.F) {
 		_, err := mail.ParseDate(d)
 		if got, want := validDate(d), err == nil; got != want {
 			t.Errorf("validDate(%q) = %v, mail.ParseDate says %v", d, got, want)
+		}
+	})
+}
+
+// scanWordsSimple is the tokenizer as first written, rune by rune into a
+// buffer; wordScanner must give the same tokens.
+func scanWordsSimple(text string, buf []byte, emit func(tok []byte, caps, compound bool)) []byte {
+	i := 0
+	for i < len(text) {
+		// Skip separators.
+		c := text[i]
+		if c < utf8.RuneSelf {
+			if !isTokenStart(c) {
+				i++
+				continue
+			}
+		} else {
+			r, size := utf8.DecodeRuneInString(text[i:])
+			if !unicode.IsLetter(r) && !unicode.IsDigit(r) {
+				i += size
+				continue
+			}
+		}
+		// Read a token.
+		buf = buf[:0]
+		upper, lower := 0, 0
+		compound := false
+		j := i
+		for j < len(text) {
+			c := text[j]
+			if c < utf8.RuneSelf {
+				switch {
+				case c >= 'a' && c <= 'z':
+					lower++
+					buf = append(buf, c)
+				case c >= 'A' && c <= 'Z':
+					upper++
+					buf = append(buf, c+32)
+				case c >= '0' && c <= '9', c == '$', c == '%':
+					buf = append(buf, c)
+				case c == '\'' || c == '-' || c == '.' || c == '@' || c == '_':
+					// Inner connector: kept only when a word character follows.
+					if j+1 < len(text) && isWordStart(text[j+1]) {
+						if c == '.' || c == '@' {
+							compound = true
+						}
+						buf = append(buf, c)
+					} else {
+						goto done
+					}
+				default:
+					goto done
+				}
+				j++
+				continue
+			}
+			r, size := utf8.DecodeRuneInString(text[j:])
+			if !unicode.IsLetter(r) && !unicode.IsDigit(r) && !unicode.Is(unicode.Mn, r) {
+				break
+			}
+			if unicode.IsUpper(r) {
+				upper++
+			} else {
+				lower++
+			}
+			buf = utf8.AppendRune(buf, unicode.ToLower(r))
+			j += size
+		}
+	done:
+		if j == i {
+			j++
+		}
+		i = j
+		emit(buf, upper >= 3 && lower == 0, compound)
+	}
+	return buf
+}
+
+type token struct {
+	tok            string
+	caps, compound bool
+}
+
+func FuzzScanWords(f *testing.F) {
+	f.Add("Hello WORLD, it's a-b c.d e@f.example $5 50% x_y \u00c9COLE Straße ſ İ 'quoted' end.")
+	f.Add("FREE!!! mOnEy--now... a\u0301b 1.2.3 foo@ @bar")
+	f.Fuzz(func(t *testing.T, text string) {
+		var want, got []token
+		scanWordsSimple(text, nil, func(tok []byte, caps, compound bool) {
+			want = append(want, token{string(tok), caps, compound})
+		})
+		scanWords(text, nil, func(tok []byte, caps, compound bool) {
+			got = append(got, token{string(tok), caps, compound})
+		})
+		if !slices.Equal(got, want) {
+			t.Errorf("scanWords(%q) = %v, want %v", text, got, want)
 		}
 	})
 }

@@ -3,6 +3,7 @@ package classify
 import (
 	"unicode"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // FNV-1a 64-bit constants. The hash must never change between training and
@@ -75,7 +76,8 @@ type wordScanner struct {
 	text string
 	i    int
 	buf  []byte
-	// The current token, as scanWords passes it to emit.
+	// The current token, as scanWords passes it to emit: lowercased, in
+	// buf or in text itself, never to be written to.
 	tok            []byte
 	caps, compound bool
 }
@@ -98,11 +100,55 @@ func (sc *wordScanner) next() bool {
 				continue
 			}
 		}
-		// Read a token.
-		buf = buf[:0]
+		// Read a token. ASCII first, without copying: most tokens are
+		// lowercase ASCII and are handed out as they stand in text.
 		upper, lower := 0, 0
 		compound := false
 		j := i
+		for j < len(text) {
+			c := text[j]
+			switch asciiClass[c] {
+			case classLower:
+				lower++
+			case classUpper:
+				upper++
+			case classDigit:
+			case classConnector:
+				if j+1 < len(text) && isWordStart(text[j+1]) {
+					if c == '.' || c == '@' {
+						compound = true
+					}
+				} else {
+					goto asciiDone
+				}
+			case classNonASCII:
+				goto slow
+			default:
+				goto asciiDone
+			}
+			j++
+		}
+	asciiDone:
+		if upper == 0 {
+			sc.tok = unsafe.Slice(unsafe.StringData(text[i:]), j-i) // read-only
+		} else {
+			buf = append(buf[:0], text[i:j]...)
+			for k, c := range buf {
+				if c >= 'A' && c <= 'Z' {
+					buf[k] = c + 32
+				}
+			}
+			sc.tok = buf
+		}
+		sc.i, sc.buf = j, buf
+		sc.caps, sc.compound = upper >= 3 && lower == 0, compound
+		return true
+	slow:
+		// A non-ASCII character: the token is read again, rune by rune.
+		buf = buf[:0]
+		upper, lower = 0, 0
+		compound = false
+		j = i
 		for j < len(text) {
 			c := text[j]
 			if c < utf8.RuneSelf {
@@ -154,6 +200,35 @@ func (sc *wordScanner) next() bool {
 	sc.i, sc.buf = i, buf
 	return false
 }
+
+// Byte classes of the ASCII token reader.
+const (
+	classSeparator = iota
+	classLower
+	classUpper
+	classDigit     // and '$', '%'
+	classConnector // '\'', '-', '.', '@', '_': kept inside a word
+	classNonASCII
+)
+
+// asciiClass maps every byte to its class.
+var asciiClass = func() (t [256]uint8) {
+	for c := range 256 {
+		switch {
+		case c >= 'a' && c <= 'z':
+			t[c] = classLower
+		case c >= 'A' && c <= 'Z':
+			t[c] = classUpper
+		case c >= '0' && c <= '9', c == '$', c == '%':
+			t[c] = classDigit
+		case c == '\'', c == '-', c == '.', c == '@', c == '_':
+			t[c] = classConnector
+		case c >= utf8.RuneSelf:
+			t[c] = classNonASCII
+		}
+	}
+	return t
+}()
 
 func isTokenStart(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '$'
