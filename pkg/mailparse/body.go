@@ -25,6 +25,8 @@ type parser struct {
 	// qpBuf holds a quoted-printable part's encoded bytes while they are
 	// decoded; it is reused from part to part.
 	qpBuf []byte
+	// styleBuf holds the normalised style attribute of the current tag.
+	styleBuf []byte
 }
 
 // contentType parses a Content-Type value. A value mime.ParseMediaType

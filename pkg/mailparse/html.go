@@ -1,9 +1,10 @@
 package mailparse
 
 import (
-	"strings"
-
 	"html"
+	"strings"
+	"unicode/utf8"
+	"unsafe"
 )
 
 // htmlMaxStack bounds the element stack kept while rendering HTML; deeper
@@ -118,7 +119,8 @@ func (p *parser) html(src string) {
 				continue
 			}
 			f := htmlFrame{tag: tag}
-			st := normalizeStyle(style)
+			var st string
+			st, p.styleBuf = normalizeStyle(p.styleBuf, style)
 			f.bg = (bgcolor != "" && !isWhite(bgcolor)) || styleHasDarkBackground(st)
 			f.hidden = hiddenStyle(st)
 			if !f.hidden && bgSet == 0 && !f.bg {
@@ -178,21 +180,45 @@ func voidElement(tag string) bool {
 	return false
 }
 
-// normalizeStyle lowercases a style attribute and removes blanks.
-func normalizeStyle(s string) string {
+// normalizeStyle lowercases a style attribute and removes blanks, in buf,
+// which it returns for reuse: the result is only looked at before the next
+// call.
+func normalizeStyle(buf []byte, s string) (string, []byte) {
 	if s == "" {
-		return ""
+		return "", buf
 	}
-	return strings.Map(func(r rune) rune {
-		switch r {
-		case ' ', '\t', '\n', '\r':
-			return -1
+	if !isASCIIString(s) {
+		return strings.Map(func(r rune) rune {
+			switch r {
+			case ' ', '\t', '\n', '\r':
+				return -1
+			}
+			if r >= 'A' && r <= 'Z' {
+				return r + 32
+			}
+			return r
+		}, s), buf
+	}
+	buf = buf[:0]
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case isHTMLSpace(c):
+		case c >= 'A' && c <= 'Z':
+			buf = append(buf, c+32)
+		default:
+			buf = append(buf, c)
 		}
-		if r >= 'A' && r <= 'Z' {
-			return r + 32
+	}
+	return unsafe.String(unsafe.SliceData(buf), len(buf)), buf
+}
+
+func isASCIIString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
 		}
-		return r
-	}, s)
+	}
+	return true
 }
 
 // styleValue returns the value of a declaration in a normalised style,

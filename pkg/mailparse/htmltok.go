@@ -123,9 +123,9 @@ func (z *htmlTokenizer) next() htmlTokenKind {
 			return htmlEOF
 		}
 		z.attrs = rest[j:k]
-		if kind == htmlStartTag && strings.HasSuffix(strings.TrimRight(z.attrs, " \t\r\n"), "/") {
+		if kind == htmlStartTag && strings.HasSuffix(trimSpaceRight(z.attrs), "/") {
 			kind = htmlSelfClosing
-			z.attrs = strings.TrimSuffix(strings.TrimRight(z.attrs, " \t\r\n"), "/")
+			z.attrs = strings.TrimSuffix(trimSpaceRight(z.attrs), "/")
 		}
 		z.name = lowerASCII(name)
 		z.pos += k + 1
@@ -142,7 +142,9 @@ func (z *htmlTokenizer) next() htmlTokenKind {
 func (z *htmlTokenizer) attr(fn func(name, value string)) {
 	a := z.attrs
 	for {
-		a = strings.TrimLeft(a, " \t\r\n/")
+		for a != "" && (isHTMLSpace(a[0]) || a[0] == '/') {
+			a = a[1:]
+		}
 		if a == "" {
 			return
 		}
@@ -151,10 +153,10 @@ func (z *htmlTokenizer) attr(fn func(name, value string)) {
 			i++
 		}
 		name := a[:i]
-		a = strings.TrimLeft(a[i:], " \t\r\n")
+		a = trimSpaceLeft(a[i:])
 		value := ""
 		if strings.HasPrefix(a, "=") {
-			a = strings.TrimLeft(a[1:], " \t\r\n")
+			a = trimSpaceLeft(a[1:])
 			if a != "" && (a[0] == '"' || a[0] == '\'') {
 				end := strings.IndexByte(a[1:], a[0])
 				if end < 0 {
@@ -180,6 +182,24 @@ func (z *htmlTokenizer) attr(fn func(name, value string)) {
 			}
 		}
 	}
+}
+
+// The blanks of tag syntax, trimmed without strings.Trim's per-call cutset
+// set-up, which showed in profiles.
+func isHTMLSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
+
+func trimSpaceLeft(s string) string {
+	for s != "" && isHTMLSpace(s[0]) {
+		s = s[1:]
+	}
+	return s
+}
+
+func trimSpaceRight(s string) string {
+	for s != "" && isHTMLSpace(s[len(s)-1]) {
+		s = s[:len(s)-1]
+	}
+	return s
 }
 
 func isASCIILetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
