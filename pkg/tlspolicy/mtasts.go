@@ -217,6 +217,30 @@ func (p *Policy) stsPolicy(ctx context.Context, domain string) *STSPolicy {
 		p.touch(domain, e, now)
 		return e.policy
 	}
+	p.mu.Lock()
+	if ch, busy := p.fetching[domain]; busy {
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+		p.mu.Lock()
+		e := p.sts[domain]
+		p.mu.Unlock()
+		if e != nil && e.policy != nil && p.now().Before(e.Expires) {
+			return e.policy
+		}
+		return nil
+	}
+	done := make(chan struct{})
+	p.fetching[domain] = done
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.fetching, domain)
+		p.mu.Unlock()
+		close(done)
+	}()
 	pol, text, f := p.fetch(ctx, domain)
 	if f != nil {
 		p.opts.Log.Info("mta-sts policy fetch failed", "domain", domain, "err", f)

@@ -2,6 +2,8 @@ package tlspolicy_test
 
 import (
 	"crypto/tls"
+	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -278,5 +280,32 @@ func TestMTASTS_SharedCache(t *testing.T) {
 	}
 	if n := len(mx1.Messages()); n != 2 {
 		t.Errorf("mx1 got %d messages, want 2", n)
+	}
+}
+
+// TestMTASTS_OneFetchForConcurrentWorkers: workers asking at once for a
+// domain whose policy is not cached share one fetch.
+func TestMTASTS_OneFetchForConcurrentWorkers(t *testing.T) {
+	ca := newCA(t)
+	w := newWorld(t)
+	sts := w.stsHost(t, ca, "example.net", "1", policyText("enforce", "mx1.example.net"))
+	p := w.policy(t, stsConfig(), ca, tlspolicy.Options{HTTPSPort: sts.port})
+	var wg sync.WaitGroup
+	errs := make([]error, 16)
+	for i := range errs {
+		wg.Go(func() {
+			req, err := p.ForHost(t.Context(), "example.net", "mx1.example.net")
+			if err == nil && req.Mode != "verify" {
+				err = fmt.Errorf("mode %s, want verify", req.Mode)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	if n := sts.hits.Load(); n != 1 {
+		t.Errorf("policy fetched %d times by 16 concurrent workers, want 1", n)
 	}
 }

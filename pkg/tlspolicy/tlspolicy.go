@@ -72,9 +72,12 @@ type Policy struct {
 	http  *http.Client
 	kv    jetstream.KeyValue
 
-	mu   sync.Mutex
-	sts  map[string]*stsEntry // by domain
-	tlsa map[string]daneEntry // by MX host
+	mu  sync.Mutex
+	sts map[string]*stsEntry // by domain
+	// fetching has a channel per domain whose policy is being fetched,
+	// closed when done: workers that need it meanwhile wait for that fetch.
+	fetching map[string]chan struct{}
+	tlsa     map[string]daneEntry // by MX host
 }
 
 var _ delivery.TLSPolicy = (*Policy)(nil)
@@ -90,7 +93,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Policy, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	p := &Policy{cfg: cfg, opts: opts, roots: opts.RootCAs, sts: map[string]*stsEntry{}, tlsa: map[string]daneEntry{}}
+	p := &Policy{cfg: cfg, opts: opts, roots: opts.RootCAs, sts: map[string]*stsEntry{}, fetching: map[string]chan struct{}{}, tlsa: map[string]daneEntry{}}
 	if p.roots == nil {
 		r, err := loadRoots(cfg.CAFile)
 		if err != nil {
@@ -188,7 +191,11 @@ func (p *Policy) ForHost(ctx context.Context, domain, mx string) (delivery.TLSRe
 				if pol.Mode == STSEnforce {
 					return delivery.TLSRequirement{Mode: delivery.TLSVerify, Report: info}, f
 				}
-				verify = func(tls.ConnectionState) error { return f }
+				if mode != delivery.TLSVerify {
+					// Report-only; under the operator's verify mode Verify
+					// is enforced, so there only the certificate counts.
+					verify = func(tls.ConnectionState) error { return f }
+				}
 			}
 			if pol.Mode == STSEnforce {
 				return delivery.TLSRequirement{Mode: delivery.TLSVerify, Verify: verify, Report: info}, nil

@@ -88,3 +88,14 @@ func TestBuild_Groups(t *testing.T) {
 		t.Errorf("report id changed when built again: %s, %s", r.ReportID, again["example.com"].ReportID)
 	}
 }
+
+func FuzzParseRecord(f *testing.F) {
+	f.Add("v=TLSRPTv1; rua=mailto:reports@example.com")
+	f.Add("v=TLSRPTv1;rua=https://r.example/x,mailto:a@b")
+	f.Fuzz(func(t *testing.T, s string) {
+		rec, ok, err := tlsrpt.ParseRecord(s)
+		if err == nil && ok && len(rec.RUA) == 0 {
+			t.Fatalf("ParseRecord(%q): accepted without rua", s)
+		}
+	})
+}
