@@ -54,6 +54,8 @@ type Config struct {
 	// ShutdownFlush bounds the last insert at shutdown; a batch it cannot
 	// store is handed back to JetStream for redelivery.
 	ShutdownFlush time.Duration `yaml:"shutdown_flush"`
+	// Reputation is the reputation loop (loop.go).
+	Reputation ReputationConfig `yaml:"reputation"`
 }
 
 // DefaultConfig returns the defaults.
@@ -66,6 +68,7 @@ func DefaultConfig() Config {
 		RetryMax:        30 * time.Second,
 		BacklogInterval: 30 * time.Second,
 		ShutdownFlush:   10 * time.Second,
+		Reputation:      DefaultReputationConfig(),
 	}
 }
 
@@ -88,7 +91,7 @@ func (c Config) Validate() error {
 	case c.ShutdownFlush <= 0:
 		return errors.New("analytics.shutdown_flush: must be positive")
 	}
-	return nil
+	return c.Reputation.Validate()
 }
 
 // Run loads events into ClickHouse until ctx ends. It connects and migrates
@@ -127,6 +130,15 @@ func Run(ctx context.Context, cfg Config, b *bus.Bus, log *slog.Logger, opts ...
 	defer store.Close()
 	log.Info("analytics started", "clickhouse", cfg.ClickHouse.Addr, "database", cfg.ClickHouse.Database)
 
+	if cfg.Reputation.Enabled {
+		rl := &loop{cfg: cfg.Reputation, conn: store.Conn(), policy: b.Policy, log: log, now: time.Now}
+		loopDone := make(chan struct{})
+		go func() {
+			defer close(loopDone)
+			rl.run(ctx)
+		}()
+		defer func() { <-loopDone }()
+	}
 	l := &loader{cfg: cfg, cons: cons, store: store, log: log, m: m}
 	l.run(ctx)
 	return nil
