@@ -38,6 +38,7 @@ func ExampleMigrations() {
 	// 23 0023_suppressions.sql 1
 	// 24 0024_feedback_reports.sql 1
 	// 30 0030_delivery_outcomes.sql 1
+	// 50 0050_policy_changes.sql 1
 	// 60 0060_rollup_feedback.sql 3
 	// 61 0061_rollup_deliveries_reason.sql 2
 	// 62 0062_retention_feedback.sql 0
