@@ -309,3 +309,23 @@ func TestMTASTS_OneFetchForConcurrentWorkers(t *testing.T) {
 		t.Errorf("policy fetched %d times by 16 concurrent workers, want 1", n)
 	}
 }
+
+// TestMTASTS_TestingUnderVerify: the operator's verify mode decides on the
+// certificate alone; a testing policy that does not list the host does not
+// make delivery fail.
+func TestMTASTS_TestingUnderVerify(t *testing.T) {
+	ca := newCA(t)
+	w := newWorld(t)
+	cert := ca.issue(t, time.Now().Add(time.Hour), "mx1.example.net")
+	mx1 := w.mx(t, "mx1.example.net", "127.0.0.1", &cert)
+	w.dns.AddMX("example.net", 10, "mx1.example.net")
+	sts := w.stsHost(t, ca, "example.net", "1", policyText("testing", "mx9.example.net"))
+	cfg := stsConfig()
+	cfg.Default = "verify"
+	if got := send(t, w.deliverer(w.policy(t, cfg, ca, tlspolicy.Options{HTTPSPort: sts.port})), "example.net"); got.Err != nil {
+		t.Fatalf("Deliver: %v", got.Err)
+	}
+	if len(mx1.Messages()) != 1 {
+		t.Errorf("mx1 got %d messages, want 1", len(mx1.Messages()))
+	}
+}
