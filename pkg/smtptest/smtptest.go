@@ -6,6 +6,7 @@
 package smtptest
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -133,14 +134,22 @@ func Start(tb testing.TB, opts Options) *Receiver {
 		srv.TLSConfig = cfg
 	}
 	done := make(chan struct{})
+	ln := &listener{Listener: l, r: r, open: map[net.Conn]struct{}{}}
 	go func() {
 		defer close(done)
-		_ = srv.Serve(&listener{Listener: l, r: r})
+		_ = srv.Serve(ln)
 	}()
 	tb.Cleanup(func() {
-		// Close closes the listener and every connection, so the sessions
-		// end at once.
-		_ = srv.Close()
+		// The sessions must end at once, but go-smtp's Server.Close reads
+		// each session's connection while a STARTTLS in progress replaces
+		// it (a data race in v0.25.1). So the raw connections are closed
+		// here, which ends every session, and Shutdown only waits for them.
+		ln.closeAll()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			_ = srv.Close()
+		}
 		<-done
 	})
 	return r
@@ -212,6 +221,49 @@ func (r *Receiver) record(m Message) {
 type listener struct {
 	net.Listener
 	r *Receiver
+
+	mu     sync.Mutex
+	open   map[net.Conn]struct{}
+	closed bool
+}
+
+// closeAll stops accepting and closes every accepted connection.
+func (l *listener) closeAll() {
+	_ = l.Listener.Close()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	for c := range l.open {
+		_ = c.Close()
+	}
+}
+
+// track remembers c until it is closed; false when the receiver is closing.
+func (l *listener) track(c net.Conn) (net.Conn, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, false
+	}
+	tc := &trackedConn{Conn: c, l: l}
+	l.open[c] = struct{}{}
+	return tc, true
+}
+
+// trackedConn forgets itself in its listener when closed.
+type trackedConn struct {
+	net.Conn
+	l    *listener
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		delete(c.l.open, c.Conn)
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
 }
 
 func (l *listener) Accept() (net.Conn, error) {
@@ -221,17 +273,21 @@ func (l *listener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		l.r.conns.Add(1)
-		hook := l.r.hooksNow().Connect
-		if hook == nil {
-			return c, nil
+		var refused error
+		if hook := l.r.hooksNow().Connect; hook != nil {
+			refused = hook(remoteIP(c))
 		}
-		err = hook(remoteIP(c))
-		if err == nil {
-			return c, nil
+		if refused == nil {
+			tc, ok := l.track(c)
+			if !ok {
+				_ = c.Close()
+				return nil, net.ErrClosed
+			}
+			return tc, nil
 		}
-		if !errors.Is(err, ErrDrop) {
+		if !errors.Is(refused, ErrDrop) {
 			_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			_, _ = io.WriteString(c, replyLine(err))
+			_, _ = io.WriteString(c, replyLine(refused))
 		}
 		_ = c.Close()
 	}
