@@ -93,6 +93,10 @@ func Run(ctx context.Context, cfg Config, pools pool.Set, dir *tenant.Directory,
 	if err != nil {
 		return err
 	}
+	if _, err := DeclareHeld(ctx, b); err != nil {
+		stopList()
+		return err
+	}
 	defer stopList()
 	c := bus.Consumer{Stream: bus.StreamClassified, Durable: "router", Workers: cfg.Workers}
 	return b.Consume(ctx, c, log, func(ctx context.Context, m jetstream.Msg) {
@@ -111,6 +115,9 @@ func route(ctx context.Context, pools pool.Set, dir *tenant.Directory, sl *suppr
 	env, err := envelope.Decode(m.Headers())
 	if err != nil {
 		return err
+	}
+	if dir.Policy(env.Tenant).State == tenant.StateSuspended {
+		return hold(ctx, b, env, m)
 	}
 	if finished, err := suppress(ctx, sl, b, env, time.Now()); err != nil || finished {
 		return err
