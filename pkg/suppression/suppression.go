@@ -225,3 +225,36 @@ func decode(kve jetstream.KeyValueEntry) (Entry, error) {
 	}
 	return e, nil
 }
+
+// Purge deletes the entries that expired before now, so that the bucket
+// and every router's copy of it do not grow without end. An entry renewed
+// meanwhile (a new bounce) is kept: the delete is conditional on the
+// revision read. It returns how many entries it deleted.
+func (s *Store) Purge(ctx context.Context, now time.Time) (int, error) {
+	lister, err := s.KV.ListKeys(ctx)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("purge %s: %w", Bucket, err)
+	}
+	n := 0
+	for key := range lister.Keys() {
+		kve, err := s.KV.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return n, fmt.Errorf("purge %s: %w", key, err)
+		}
+		e, err := decode(kve)
+		if err != nil || e.Active(now) {
+			continue // an unreadable entry is left for an operator to see
+		}
+		if err := s.KV.Delete(ctx, key, jetstream.LastRevision(kve.Revision())); err != nil {
+			continue // renewed meanwhile, or deleted by another purge
+		}
+		n++
+	}
+	return n, nil
+}

@@ -199,3 +199,33 @@ func BenchmarkList_Filter(b *testing.B) {
 		l.Filter("acme", rcpts, now)
 	}
 }
+
+func TestStore_Purge(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t)
+	if n, err := s.Purge(ctx, time.Now()); err != nil || n != 0 {
+		t.Fatalf("Purge(empty) = %d, %v", n, err)
+	}
+	now := time.Now().UTC()
+	for _, e := range []Entry{
+		{Tenant: "acme", Address: "old@x.example", Source: SourceBounce, Created: now.Add(-31 * 24 * time.Hour), Expires: now.Add(-24 * time.Hour)},
+		{Tenant: "acme", Address: "new@x.example", Source: SourceBounce, Created: now, Expires: now.Add(24 * time.Hour)},
+		{Tenant: "acme", Address: "forever@x.example", Source: SourceComplaint, Created: now.Add(-365 * 24 * time.Hour)},
+	} {
+		if _, err := s.Add(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.Purge(ctx, now); err != nil || n != 1 {
+		t.Fatalf("Purge = %d, %v, want 1", n, err)
+	}
+	es, err := s.List(ctx, "acme")
+	if err != nil || len(es) != 2 {
+		t.Fatalf("after Purge: %+v, %v, want new@ and forever@", es, err)
+	}
+	for _, e := range es {
+		if e.Address == "old@x.example" {
+			t.Errorf("expired entry survived Purge")
+		}
+	}
+}

@@ -41,17 +41,23 @@ type Config struct {
 	Workers int `yaml:"workers"`
 	// Suppression says how long entries last.
 	Suppression suppression.Config `yaml:"suppression"`
+	// PurgeInterval is how often expired suppression entries are deleted
+	// (every worker process does it; concurrent purges are harmless).
+	PurgeInterval time.Duration `yaml:"purge_interval"`
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Workers: 2, Suppression: suppression.DefaultConfig()}
+	return Config{Workers: 2, Suppression: suppression.DefaultConfig(), PurgeInterval: time.Hour}
 }
 
 // Validate names the first bad key.
 func (c Config) Validate() error {
 	if c.Workers < 1 {
 		return errors.New("feedback.workers: must be at least 1")
+	}
+	if c.PurgeInterval < time.Minute {
+		return errors.New("feedback.purge_interval: must be at least 1m")
 	}
 	return c.Suppression.Validate()
 }
@@ -131,8 +137,16 @@ func New(ctx context.Context, cfg Config, b *bus.Bus, p Parser, codec *verp.Code
 	return &Worker{cfg: cfg, bus: b, parser: p, verp: codec, tenants: tenants, supp: s, log: log}, nil
 }
 
-// Run consumes the feedback stream until ctx ends.
+// Run consumes the feedback stream until ctx ends, and purges expired
+// suppression entries meanwhile.
 func (w *Worker) Run(ctx context.Context) error {
+	purgeCtx, stopPurge := context.WithCancel(ctx)
+	purged := make(chan struct{})
+	go func() {
+		defer close(purged)
+		w.purge(purgeCtx)
+	}()
+	defer func() { stopPurge(); <-purged }()
 	c := bus.Consumer{Stream: bus.StreamFeedback, Durable: "feedback", Workers: w.cfg.Workers}
 	err := w.bus.Consume(ctx, c, w.log, func(ctx context.Context, m jetstream.Msg) {
 		if err := w.Handle(ctx, m.Subject(), m.Headers(), m.Data()); err != nil {
@@ -147,6 +161,26 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info("feedback worker stopped", "reports", w.Stats.Reports.Load(), "unparsed", w.Stats.Unparsed.Load(),
 		"autoreplies", w.Stats.AutoReplies.Load(), "forged", w.Stats.Forged.Load(), "suppressed", w.Stats.Suppressed.Load())
 	return err
+}
+
+// purge deletes expired suppression entries every PurgeInterval until ctx
+// ends.
+func (w *Worker) purge(ctx context.Context) {
+	t := time.NewTicker(w.cfg.PurgeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			n, err := w.supp.Purge(ctx, now)
+			if err != nil {
+				w.log.Warn("purge expired suppressions", "err", err)
+			} else if n > 0 {
+				w.log.Info("expired suppressions purged", "count", n)
+			}
+		}
+	}
 }
 
 // Handle processes one spooled report. An error means nothing final
