@@ -271,7 +271,7 @@ func redirectTarget(u string) string {
 // scanText records the URLs written in text: anything starting with a
 // scheme and "://" (http, https, hxxp...) or with "www.", in one pass.
 func (p *parser) scanText(text string) {
-	sc := urlScanner{text: text, colon: -2, www: -2}
+	sc := urlScanner{text: text, colon: -2, www: -2, wwwUpper: -2}
 	for i := 0; i < len(text) && len(p.m.Links) < p.lim.MaxLinks; {
 		start := sc.next(i)
 		if start < 0 {
@@ -291,8 +291,13 @@ func (p *parser) scanText(text string) {
 // keeps the next colon and the next "www." ahead of the position, and looks
 // back from a colon for a scheme.
 type urlScanner struct {
-	text       string
-	colon, www int // next positions found (-1 none left, -2 not searched)
+	text string
+	// Next positions found (-1 none left, -2 not searched) of ':', "www."
+	// and "WWW.". The two spellings are kept apart so that each search
+	// only ever moves forward: searching for both at once from every
+	// rejected "www." (as in "xwww.xwww....") rescanned the rest of the
+	// text for the spelling that was not there, quadratic in the text.
+	colon, www, wwwUpper int
 }
 
 func (u *urlScanner) find(cur *int, i int, f func(string) int) int {
@@ -308,13 +313,9 @@ func (u *urlScanner) find(cur *int, i int, f func(string) int) int {
 	return *cur
 }
 
-func indexWWW(s string) int {
-	a, b := strings.Index(s, "www."), strings.Index(s, "WWW.")
-	if a < 0 || (b >= 0 && b < a) {
-		return b
-	}
-	return a
-}
+func indexWWW(s string) int { return strings.Index(s, "www.") }
+
+func indexWWWUpper(s string) int { return strings.Index(s, "WWW.") }
 
 func indexColon(s string) int { return strings.IndexByte(s, ':') }
 
@@ -324,6 +325,9 @@ func (u *urlScanner) next(i int) int {
 	for i < len(s) {
 		c := u.find(&u.colon, i, indexColon)
 		w := u.find(&u.www, i, indexWWW)
+		if W := u.find(&u.wwwUpper, i, indexWWWUpper); w < 0 || (W >= 0 && W < w) {
+			w = W
+		}
 		if c < 0 && w < 0 {
 			return -1
 		}
