@@ -60,6 +60,8 @@ type Config struct {
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
 	// MX is the listener for bounces, complaints and DMARC reports (mx.go).
 	MX MXConfig `yaml:"mx"`
+	// Limits are the per-tenant submission rates (limit.go).
+	Limits LimitsConfig `yaml:"limits"`
 }
 
 // DefaultConfig returns the defaults.
@@ -72,6 +74,7 @@ func DefaultConfig() Config {
 		WriteTimeout:   time.Minute,
 		ShutdownGrace:  10 * time.Second,
 		MX:             DefaultMXConfig(),
+		Limits:         DefaultLimitsConfig(),
 	}
 }
 
@@ -90,6 +93,9 @@ func (c Config) Validate() error {
 		return errors.New("ingest.read_timeout, ingest.write_timeout: must be positive")
 	}
 	if err := c.MX.Validate(); err != nil {
+		return err
+	}
+	if err := c.Limits.Validate(); err != nil {
 		return err
 	}
 	names := map[string]bool{}

@@ -46,6 +46,8 @@ type Server struct {
 	dir *tenant.Directory
 	log *slog.Logger
 	now func() time.Time
+	// limits are the per-tenant rates (limit.go).
+	limits *limiter
 
 	servers   []*smtp.Server
 	listeners []net.Listener
@@ -54,7 +56,7 @@ type Server struct {
 
 // New returns a server; Run starts it.
 func New(cfg Config, b *bus.Bus, dir *tenant.Directory, log *slog.Logger) *Server {
-	return &Server{cfg: cfg, bus: b, dir: dir, log: log, now: time.Now}
+	return &Server{cfg: cfg, bus: b, dir: dir, log: log, now: time.Now, limits: newLimiter(cfg.Limits)}
 }
 
 // Run serves every listener until ctx ends, then stops accepting, lets open
@@ -254,12 +256,17 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 		return errAuthInvalid
 	}
 	ss.tenant = t
-	if p := ss.s.dir.Policy(t.ID); p.State == tenant.StateSuspended {
+	p := ss.s.dir.Policy(t.ID)
+	if p.State == tenant.StateSuspended {
 		reason := p.Reason
 		if reason == "" {
 			reason = "account suspended"
 		}
 		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Tenant suspended: " + reason}
+	}
+	if !ss.s.limits.allow(t, p, ss.s.now()) {
+		ss.s.log.Info("rate limited", "tenant", t.ID, "state", p.State)
+		return errThrottled
 	}
 	if from == "" {
 		return errNullSender
