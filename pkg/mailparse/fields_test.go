@@ -131,3 +131,14 @@ func BenchmarkParse_RejectedWWW(b *testing.B) {
 		Parse(msg, Limits{})
 	}
 }
+
+func FuzzIndexFoldASCII(f *testing.F) {
+	f.Add("a.example/x?u=HTTP%3A%2F%2Fb.example", "http%3a%2f%2f")
+	f.Add("\x48TTP://\xc8x", "http://")
+	f.Fuzz(func(t *testing.T, s, needle string) {
+		needle = asciiLower(needle)
+		if got, want := indexFoldASCII(s, needle), strings.Index(asciiLower(s), needle); got != want {
+			t.Errorf("indexFoldASCII(%q, %q) = %d, want %d", s, needle, got, want)
+		}
+	})
+}

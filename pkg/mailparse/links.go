@@ -151,8 +151,13 @@ func indexFoldASCII(s, lowerNeedle string) int {
 	if n == 0 {
 		return 0
 	}
+	first := lowerNeedle[0]
+	letter := first >= 'a' && first <= 'z'
 outer:
 	for i := 0; i+n <= len(s); i++ {
+		if letter && s[i]|0x20 != first {
+			continue // only the letter in either case passes this
+		}
 		for j := 0; j < n; j++ {
 			c := s[i+j]
 			if c >= 'A' && c <= 'Z' {
