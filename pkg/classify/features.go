@@ -54,10 +54,14 @@ type extractor struct {
 	ids  []uint32
 	buf  []byte
 	fam  family
-	// seen is a bitset over the hash buckets, so each bucket is added once
-	// (the first family to hit it keeps it) without sorting. extract clears
-	// the bits it set before returning, so a bitset can be reused.
-	seen []uint64
+	// set holds the hash buckets added so far (bucket+1, 0 for a free
+	// slot; open addressing, linear probing), so each bucket is added once
+	// (the first family to hit it keeps it) without sorting. It is sized
+	// to the message, at most half full: a few thousand slots that stay in
+	// the first-level cache, where a bitset over all 2^20 buckets (128 KiB)
+	// missed it on nearly every word.
+	set     []uint32
+	setMask uint32
 	// phishAnchor: a word that every phishing phrase contains was seen, so
 	// the phrase search is worth running.
 	phishAnchor bool
@@ -86,16 +90,40 @@ func (x *extractor) regDomain(host string) string {
 
 func (x *extractor) addHash(h uint64) {
 	i := uint32(mix64(h) & x.mask)
-	w, b := i>>6, uint64(1)<<(i&63)
-	if x.seen[w]&b != 0 {
-		return
+	for s := i & x.setMask; ; s = (s + 1) & x.setMask {
+		switch x.set[s] {
+		case 0:
+			x.set[s] = i + 1
+			x.ids = append(x.ids, uint32(x.fam)<<famShift|i)
+			if 2*len(x.ids) > len(x.set) {
+				x.resetSet(2 * len(x.set))
+			}
+			return
+		case i + 1:
+			return
+		}
 	}
-	x.seen[w] |= b
-	x.ids = append(x.ids, uint32(x.fam)<<famShift|i)
 }
 
-// newSeen returns a cleared bitset for a model with mask.
-func newSeen(mask uint64) []uint64 { return make([]uint64, (mask+64)/64) }
+// resetSet empties the bucket set, sizes it to n slots (a power of two),
+// and enters the buckets of x.ids.
+func (x *extractor) resetSet(n int) {
+	if cap(x.set) < n {
+		x.set = make([]uint32, n)
+	} else {
+		x.set = x.set[:n]
+		clear(x.set)
+	}
+	x.setMask = uint32(n - 1)
+	for _, id := range x.ids {
+		i := id & (1<<famShift - 1)
+		s := i & x.setMask
+		for x.set[s] != 0 {
+			s = (s + 1) & x.setMask
+		}
+		x.set[s] = i + 1
+	}
+}
 
 func (x *extractor) add(prefix string, tok []byte) uint64 {
 	return x.addH(hashString(fnvOffset, prefix), tok)
@@ -155,19 +183,15 @@ func regDomain(host string) string {
 // newExtractor returns an extractor for a model with mask, to be reused
 // from message to message (see extractor.extract).
 func newExtractor(mask uint64) *extractor {
-	return &extractor{mask: mask, seen: newSeen(mask), buf: make([]byte, 0, 64),
+	return &extractor{mask: mask, buf: make([]byte, 0, 64),
 		domains: make(map[string]string, 8), hosts: make(map[string]bool, 8),
 		lowerNames: make(map[string]string, 64)}
 }
 
-// extract computes the features of a parsed message with a fresh extractor
-// over seen, a cleared bitset from newSeen that is cleared again on return.
-// The features own their ids, as training keeps them.
-func extract(m *mailparse.Message, mask uint64, seen []uint64) features {
-	x := &extractor{mask: mask, seen: seen, buf: make([]byte, 0, 64),
-		domains: make(map[string]string, 8), hosts: make(map[string]bool, 8),
-		lowerNames: make(map[string]string, 64)}
-	return x.extract(m)
+// extract computes the features of a parsed message with a fresh
+// extractor, so the features own their ids, as training keeps them.
+func extract(m *mailparse.Message, mask uint64) features {
+	return newExtractor(mask).extract(m)
 }
 
 // extract computes the features of a parsed message. The features' ids
@@ -179,6 +203,7 @@ func (x *extractor) extract(m *mailparse.Message) features {
 		x.ids = make([]uint32, 0, est)
 	}
 	x.ids = x.ids[:0]
+	x.resetSet(max(1024, 2<<bits.Len(uint(est)))) // under half full at est features
 	x.phishAnchor = false
 	clear(x.domains)
 	var f features
@@ -209,10 +234,6 @@ func (x *extractor) extract(m *mailparse.Message) features {
 	s.phishAnchor = x.phishAnchor
 	s.rules(m, &f.rules)
 
-	for _, id := range x.ids {
-		i := id & (1<<famShift - 1)
-		x.seen[i>>6] = 0
-	}
 	f.ids = x.ids
 	return f
 }

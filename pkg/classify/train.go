@@ -85,14 +85,13 @@ func Vectorize(ctx context.Context, exs []Example, bits int) ([]Vector, error) {
 	lim.MaxTextBytes = DefaultConfig().MaxTextBytes
 	out := make([]Vector, len(exs))
 	mask := uint64(1)<<bits - 1
-	seen := newSeen(mask)
 	for i, ex := range exs {
 		if i%256 == 0 {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
 		}
-		out[i] = Vector{f: extract(mailparse.Parse(ex.Msg, lim), mask, seen), spam: ex.Spam}
+		out[i] = Vector{f: extract(mailparse.Parse(ex.Msg, lim), mask), spam: ex.Spam}
 	}
 	return out, nil
 }
