@@ -7,7 +7,10 @@
 // Rows are keyed by event id in ReplacingMergeTree tables, so an event stored
 // twice (a redelivery after a lost ack) collapses to one row; Insert also drops
 // repeats within one call, and Present lets a caller skip events that are
-// already stored. docs/analytics.md describes the schema and query patterns.
+// already stored — the analytics loader does so for every batch, because the
+// per-minute rollups (materialized views) count every inserted row.
+// Migrate renders each migration for the server's version (chschema).
+// docs/analytics.md describes the schema and query patterns.
 //
 // It speaks the native protocol (clickhouse-go v2), which works with ClickHouse
 // 18.16 as well as current releases; the HTTP interface of 18.16 does not.
