@@ -66,9 +66,9 @@ func (f *fixture) spool(t *testing.T, mailbox string, rcpts []string, raw string
 	return env.ID
 }
 
-// eventsOf reads the events stream until it holds want events about
-// report or message id, or 5 s pass.
-func (f *fixture) eventsOf(t *testing.T, ids map[string]bool, want int) []*events.Event {
+// eventsOf reads the events stream until it holds want events made from
+// report id, or 5 s pass.
+func (f *fixture) eventsOf(t *testing.T, id string, want int) []*events.Event {
 	t.Helper()
 	ctx := context.Background()
 	cons, err := f.bus.JS.OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{})
@@ -86,7 +86,8 @@ func (f *fixture) eventsOf(t *testing.T, ids map[string]bool, want int) []*event
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ids[e.MsgID] || (e.Report != nil && ids[e.Report.ReportID]) {
+		if e.Report != nil && e.Report.ReportID == id || e.Bounce != nil && e.Bounce.ReportID == id ||
+			e.Complaint != nil && e.Complaint.ReportID == id {
 			out = append(out, e)
 		}
 	}
@@ -97,7 +98,7 @@ func TestWorker_UnparsedKeptAndCounted(t *testing.T) {
 	f := startWorker(t)
 	raw := "From: someone@else.test\r\nSubject: hi\r\n\r\nnot a report at all\r\n"
 	id := f.spool(t, "bounce", []string{"postmaster@bounces.test"}, raw)
-	evs := f.eventsOf(t, map[string]bool{id: true}, 1)
+	evs := f.eventsOf(t, id, 1)
 	if len(evs) != 1 || evs[0].Type != events.TypeFeedbackReport || evs[0].Report.Class != ClassUnparsed || evs[0].Report.Error == "" {
 		t.Fatalf("events = %+v, want one feedback_report of class unparsed", evs)
 	}
@@ -142,5 +143,107 @@ func waitDrained(t *testing.T, f *fixture) {
 			t.Fatalf("feedback stream still holds %d reports", info.State.Msgs)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+const testMsgID = "00112233445566778899aabbccddeeff"
+
+// testDSN is an RFC 3464 report for rcpt sent to returnPath, with the
+// original's headers.
+func testDSN(returnPath, rcpt, status, diag string) string {
+	return "From: MAILER-DAEMON@mx.x.example\r\nTo: " + returnPath + "\r\nSubject: Undelivered Mail\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n" +
+		"--B\r\nContent-Type: text/plain\r\n\r\nSorry.\r\n" +
+		"--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.x.example\r\n\r\n" +
+		"Final-Recipient: rfc822; " + rcpt + "\r\nAction: failed\r\nStatus: " + status + "\r\n" +
+		"Remote-MTA: dns; store.x.example\r\nDiagnostic-Code: smtp; " + diag + "\r\n\r\n" +
+		"Final-Recipient: rfc822; later@x.example\r\nAction: delayed\r\nStatus: 4.2.2\r\n\r\n" +
+		"--B\r\nContent-Type: text/rfc822-headers\r\n\r\nReturn-Path: <" + returnPath + ">\r\n" +
+		"Received: from c ([127.0.0.1])\r\n\tby submit.test (Outflow) with ESMTPA id " + testMsgID + "\r\n\t(tenant acme, identity acme);\r\n\tMon, 1 Jan 2024 00:00:00 +0000\r\n" +
+		"Message-ID: <m1@acme.example>\r\nSubject: hello\r\n\r\n--B--\r\n"
+}
+
+func testARF(returnPath, rcpt, feedbackType string) string {
+	return "From: fbl@receiver.example\r\nTo: fbl@outflow.test\r\nSubject: complaint\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: multipart/report; report-type=feedback-report; boundary=\"A\"\r\n\r\n" +
+		"--A\r\nContent-Type: text/plain\r\n\r\nA complaint.\r\n" +
+		"--A\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: " + feedbackType + "\r\nUser-Agent: Test-FBL/1.0\r\nVersion: 1\r\n" +
+		"Original-Rcpt-To: " + rcpt + "\r\nSource-IP: 127.0.0.2\r\nArrival-Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\n" +
+		"--A\r\nContent-Type: message/rfc822\r\n\r\nReturn-Path: <" + returnPath + ">\r\nMessage-ID: <m2@acme.example>\r\n" +
+		"Feedback-ID: c:acme:shared:outflow\r\nSubject: buy\r\n\r\nbody\r\n--A--\r\n"
+}
+
+func TestWorker_Reports(t *testing.T) {
+	f := startWorker(t)
+	good, _ := f.codec.Address(verp.Token{MsgID: testMsgID, Tenant: "acme", Rcpt: "gone@x.example"})
+	other, _ := verp.New(verp.Config{Domain: "bounces.test", Secrets: []string{"not-our-secret-at-all-0000"}, PerRecipient: true})
+	forged, _ := other.Address(verp.Token{MsgID: testMsgID, Tenant: "acme", Rcpt: "victim@x.example"})
+	angry, _ := f.codec.Address(verp.Token{MsgID: testMsgID, Tenant: "acme", Rcpt: "angry@y.example"})
+
+	tests := []struct {
+		name        string
+		mailbox     string
+		rcpt        string
+		raw         string
+		wantTypes   []events.Type
+		wantReport  events.Report
+		wantSuppr   string // address suppressed for acme, "" for none
+		wantNoSuppr string
+	}{
+		{"hard bounce by VERP", "bounce", good, testDSN(good, "gone@x.example", "5.1.1", "550 5.1.1 <gone@x.example>: User unknown"),
+			[]events.Type{events.TypeBounce, events.TypeFeedbackReport},
+			events.Report{Mailbox: "bounce", Class: ClassDSN, Attribution: events.AttrVERP}, "gone@x.example", ""},
+		{"soft bounce: mailbox full", "bounce", good, testDSN(good, "full@x.example", "4.2.2", "452 4.2.2 Mailbox full"),
+			[]events.Type{events.TypeBounce, events.TypeFeedbackReport},
+			events.Report{Mailbox: "bounce", Class: ClassDSN, Attribution: events.AttrVERP}, "", "full@x.example"},
+		{"forged token", "bounce", forged, testDSN(forged, "victim@x.example", "5.1.1", "550 5.1.1 unknown"),
+			[]events.Type{events.TypeBounce, events.TypeFeedbackReport},
+			events.Report{Mailbox: "bounce", Class: ClassDSN, Attribution: events.AttrNone, Forged: true}, "", "victim@x.example"},
+		{"complaint by return path", "fbl", "fbl@outflow.test", testARF(angry, "", "abuse"),
+			[]events.Type{events.TypeComplaint, events.TypeFeedbackReport},
+			events.Report{Mailbox: "fbl", Class: ClassARF, Attribution: events.AttrVERP}, "angry@y.example", ""},
+		{"auto-reply", "bounce", good, "From: bob@x.example\r\nAuto-Submitted: auto-replied\r\nSubject: Out of office\r\n\r\nBack Monday.\r\n",
+			[]events.Type{events.TypeFeedbackReport},
+			events.Report{Mailbox: "bounce", Class: ClassAutoReply}, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := f.spool(t, tt.mailbox, []string{tt.rcpt}, tt.raw)
+			evs := f.eventsOf(t, id, len(tt.wantTypes))
+			var got []events.Type
+			var rep *events.Report
+			for _, e := range evs {
+				got = append(got, e.Type)
+				if e.Report != nil {
+					rep = e.Report
+				}
+				if e.Bounce != nil && tt.wantReport.Attribution == events.AttrVERP && (e.Tenant != "acme" || e.MsgID != testMsgID) {
+					t.Errorf("bounce event attributed to %s/%s", e.Tenant, e.MsgID)
+				}
+			}
+			if len(got) != len(tt.wantTypes) || rep == nil {
+				t.Fatalf("events %v, want %v", got, tt.wantTypes)
+			}
+			want := tt.wantReport
+			want.ReportID, want.Size = id, int64(len(tt.raw))
+			if *rep != want {
+				t.Errorf("report = %+v, want %+v", *rep, want)
+			}
+			if tt.wantSuppr != "" {
+				e, err := f.w.supp.Get(context.Background(), "acme", tt.wantSuppr)
+				if err != nil || e.MsgID != testMsgID {
+					t.Errorf("suppression of %s = %+v, %v", tt.wantSuppr, e, err)
+				}
+			}
+			if tt.wantNoSuppr != "" {
+				if _, err := f.w.supp.Get(context.Background(), "acme", tt.wantNoSuppr); err == nil {
+					t.Errorf("%s suppressed, want not", tt.wantNoSuppr)
+				}
+			}
+		})
+	}
+	waitDrained(t, f)
+	if n := f.w.Stats.Forged.Load(); n != 1 {
+		t.Errorf("Stats.Forged = %d, want 1", n)
 	}
 }
