@@ -325,3 +325,39 @@ func TestFeedback_UnparsedKeptAndOpenRelayRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestCtl_Suppression drives "outflow ctl suppression" against a standalone
+// NATS server as an operator would.
+func TestCtl_Suppression(t *testing.T) {
+	natsAddr := freeAddr(t)
+	cfgPath := writeConfig(t, procConfig{NATSListen: natsAddr, MX: "127.0.0.1:25"})
+	startProcess(t, "outflow nats", "nats", "-config", cfgPath)
+	waitListening(t, natsAddr, 30*time.Second)
+	url := "nats://" + natsAddr
+	steps := []struct {
+		args    []string
+		wantErr bool
+		want    string
+	}{
+		{[]string{"add", "acme", "Bob@Example.NET", "--reason", "asked by phone"}, false, "suppressed Bob@Example.NET for acme"},
+		{[]string{"add", "acme", "tmp@example.net", "--ttl", "1h"}, false, "suppressed tmp@example.net"},
+		{[]string{"list", "acme"}, false, "Bob@Example.NET\tmanual\tasked by phone\t"},
+		{[]string{"list", "other"}, false, ""},
+		{[]string{"remove", "acme", "bob@example.net"}, false, "removed bob@example.net"},
+		{[]string{"remove", "acme", "bob@example.net"}, true, "not found"},
+		{[]string{"add", "acme", "not-an-address"}, true, "bad entry"},
+		{[]string{"list", "Bad Tenant"}, true, "tenant id"},
+		{[]string{"frobnicate", "acme"}, true, "usage"},
+	}
+	for _, st := range steps {
+		out, err := exec.Command(binary, append([]string{"ctl", "-nats", url, "suppression"}, st.args...)...).CombinedOutput()
+		if (err != nil) != st.wantErr || !strings.Contains(string(out), st.want) {
+			t.Errorf("ctl suppression %s: err=%v, output %q; want error=%v and output containing %q",
+				strings.Join(st.args, " "), err, out, st.wantErr, st.want)
+		}
+	}
+	out, _ := exec.Command(binary, "ctl", "-nats", url, "suppression", "list", "acme").CombinedOutput()
+	if strings.Contains(string(out), "Bob@") || !strings.Contains(string(out), "tmp@example.net\tmanual") {
+		t.Errorf("after remove, list = %q", out)
+	}
+}
