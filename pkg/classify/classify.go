@@ -177,11 +177,13 @@ func (e *Engine) Classify(ctx context.Context, msg []byte) (Verdict, error) {
 	if err := ctx.Err(); err != nil {
 		return Verdict{}, err
 	}
-	pm := mailparse.Parse(msg, e.lim)
 	x := e.extractors.Get().(*extractor)
+	pm := x.parser.Parse(msg, e.lim)
 	f := x.extract(pm)
 	logit, symbols := e.score(&f, x)
-	e.extractors.Put(x) // f.ids shares x's storage: put back once scored
+	// pm and f.ids live in x's buffers: x goes back once the verdict no
+	// longer needs them (it keeps none of their memory).
+	e.extractors.Put(x)
 	v := Verdict{
 		Score:       math.Round(10000*sigmoid(logit)) / 100,
 		Fingerprint: f.fingerprint,

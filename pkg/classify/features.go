@@ -76,6 +76,8 @@ type extractor struct {
 	sh         simhasher
 	lower      []byte
 	probs      []float64
+	// parser parses the message into buffers kept with the extractor's.
+	parser mailparse.Parser
 }
 
 // regDomain is the cached registered domain of host.
@@ -420,7 +422,10 @@ func (x *extractor) lowerName(name string) string {
 	}
 	l := strings.ToLower(name)
 	if len(x.lowerNames) < maxLowerNames {
-		x.lowerNames[name] = l
+		// A copy: the name points into the message's header block, which
+		// the cache would otherwise keep alive.
+		l = strings.Clone(l)
+		x.lowerNames[strings.Clone(name)] = l
 	}
 	return l
 }

@@ -18,15 +18,26 @@ import (
 type parser struct {
 	lim      Limits
 	m        *Message
-	textLeft int // text bytes still allowed
+	ps       *Parser // buffers
+	textLeft int     // text bytes still allowed
 	// bodyLen is the size of the top-level body: no part decodes to more,
 	// so read buffers need no more room.
 	bodyLen int
-	// qpBuf holds a quoted-printable part's encoded bytes while they are
-	// decoded; it is reused from part to part.
-	qpBuf []byte
-	// styleBuf holds the normalised style attribute of the current tag.
-	styleBuf []byte
+}
+
+// textSpace returns the free tail of the text arena, to read a part into.
+func (p *parser) textSpace() []byte {
+	a := p.ps.arena
+	return a[len(a):]
+}
+
+// used records that buf, filled from the tail textSpace returned, holds a
+// part's text now. When the part outgrew the tail it was moved to an array
+// of its own, and the arena is left as it was.
+func (p *parser) used(tail, buf []byte) {
+	if len(buf) > 0 && cap(tail) > 0 && unsafe.SliceData(buf) == unsafe.SliceData(tail) {
+		p.ps.arena = p.ps.arena[:len(p.ps.arena)+len(buf)]
+	}
 }
 
 // contentType parses a Content-Type value. A value mime.ParseMediaType
@@ -154,15 +165,17 @@ func (p *parser) leaf(h fieldGetter, mt string, params map[string]string, body i
 		}
 		var raw []byte
 		var more bool
+		tail := p.textSpace()
 		if cte == "quoted-printable" {
 			// Decoded in memory: QP never grows, so reading 3x the budget of
 			// encoded bytes is enough to fill it.
-			enc, encMore := readCapped(p.qpBuf[:0], body, 3*rawLimit, p.bodyLen)
-			raw, more = decodeQP(enc, m), encMore
-			p.qpBuf = enc
+			enc, encMore := readCapped(p.ps.qpBuf[:0], body, 3*rawLimit, p.bodyLen)
+			raw, more = decodeQP(tail, enc, m), encMore
+			p.ps.qpBuf = enc
 		} else {
-			raw, more = readCapped(nil, decodeTransfer(cte, body, m), rawLimit, p.bodyLen)
+			raw, more = readCapped(tail, decodeTransfer(cte, body, m), rawLimit, p.bodyLen)
 		}
+		p.used(tail, raw)
 		if more {
 			m.defect(DefectTextTruncated)
 		}
@@ -212,12 +225,13 @@ func (p *parser) addText(dst *string, s string) {
 	*dst += "\n" + s
 }
 
-// readCapped reads at most n bytes from r into buf, reports whether more
+// readCapped reads at most n bytes from r into buf (a new buffer when buf
+// has no room), reports whether more
 // followed, and drains the rest so the enclosing multipart can go on. At
 // most hint bytes are expected, which sizes a new buffer.
 func readCapped(buf []byte, r io.Reader, n, hint int) ([]byte, bool) {
 	n = max(n, 0)
-	if buf == nil {
+	if cap(buf) == 0 {
 		// One byte more than can come, so the end is seen without growing.
 		buf = make([]byte, 0, min(n, max(hint, 512))+1)
 	}
@@ -285,8 +299,11 @@ func (f *base64Filter) Read(p []byte) (int, error) {
 // decodeQP decodes quoted-printable leniently (RFC 2045 6.7): soft line
 // breaks are removed, =XX becomes the byte, and an "=" that starts neither is
 // kept as written (and recorded) rather than failing the part.
-func decodeQP(src []byte, m *Message) []byte {
-	out := make([]byte, 0, len(src))
+func decodeQP(dst, src []byte, m *Message) []byte {
+	out := dst[:0]
+	if cap(out) < len(src) {
+		out = make([]byte, 0, len(src))
+	}
 	for i := 0; i < len(src); i++ {
 		c := src[i]
 		if c != '=' {

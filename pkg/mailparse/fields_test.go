@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -141,4 +142,25 @@ func FuzzIndexFoldASCII(f *testing.F) {
 			t.Errorf("indexFoldASCII(%q, %q) = %d, want %d", s, needle, got, want)
 		}
 	})
+}
+
+// TestParser_Reuse: a Parser reused from message to message gives each one
+// what a fresh Parse gives.
+func TestParser_Reuse(t *testing.T) {
+	dir := corpusDir(t)
+	files, _ := filepath.Glob(filepath.Join(dir, "*", "*"))
+	var ps Parser
+	for i, f := range files {
+		if i%2 == 1 {
+			continue // every other message: enough shapes, half the time
+		}
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, want := ps.Parse(raw, Limits{}), Parse(raw, Limits{})
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: reused Parser gave\n%+v\nwant\n%+v", f, got, want)
+		}
+	}
 }

@@ -120,7 +120,7 @@ func (p *parser) html(src string) {
 			}
 			f := htmlFrame{tag: tag}
 			var st string
-			st, p.styleBuf = normalizeStyle(p.styleBuf, style)
+			st, p.ps.styleBuf = normalizeStyle(p.ps.styleBuf, style)
 			f.bg = (bgcolor != "" && !isWhite(bgcolor)) || styleHasDarkBackground(st)
 			f.hidden = hiddenStyle(st)
 			if !f.hidden && bgSet == 0 && !f.bg {

@@ -522,7 +522,7 @@ func TestDecodeQP(t *testing.T) {
 		{"end=", "end="},
 	}
 	for _, tt := range tests {
-		if got := string(decodeQP([]byte(tt.give), &Message{})); got != tt.want {
+		if got := string(decodeQP(nil, []byte(tt.give), &Message{})); got != tt.want {
 			t.Errorf("decodeQP(%q) = %q, want %q", tt.give, got, tt.want)
 		}
 	}

@@ -196,7 +196,29 @@ func (m *Message) defect(d Defect) {
 // Parse parses a raw message. It never fails: what it cannot read it skips
 // and records in Message.Defects. A leading mbox "From " line is skipped.
 func Parse(raw []byte, lim Limits) *Message {
-	p := &parser{lim: lim.withDefaults(), m: &Message{}}
+	return new(Parser).Parse(raw, lim)
+}
+
+// Parser parses messages as Parse does, reusing its buffers from one
+// message to the next, which spares the allocation (and collection) of
+// every part's text for a caller that is done with a message before it
+// parses the next, as the classifier is. The Message a Parser returns, and
+// every string in it, is valid only until the Parser's next Parse. The
+// zero value is ready to use; a Parser must not be used concurrently.
+type Parser struct {
+	// arena holds the decoded text of the parts, one after the other.
+	arena []byte
+	// qpBuf holds a quoted-printable part's encoded bytes while they are
+	// decoded.
+	qpBuf []byte
+	// styleBuf holds the normalised style attribute of the current tag.
+	styleBuf []byte
+}
+
+// Parse parses a raw message, as the package function Parse does, into
+// memory that the next call reuses.
+func (ps *Parser) Parse(raw []byte, lim Limits) *Message {
+	p := &parser{lim: lim.withDefaults(), m: &Message{}, ps: ps}
 	p.textLeft = p.lim.MaxTextBytes
 	if bytes.IndexByte(raw, 0) >= 0 {
 		p.m.defect(DefectNULBytes)
@@ -208,6 +230,14 @@ func Parse(raw []byte, lim Limits) *Message {
 		p.m.defect(DefectHeaderTruncated)
 	}
 	p.bodyLen = len(body)
+	// The parts' text is at most the body and at most four times the text
+	// budget (HTML's allowance), and each read wants a byte to spare; what
+	// does not fit goes to arrays of its own.
+	need := min(len(body), 4*p.lim.MaxTextBytes) + 512
+	if cap(ps.arena) < need {
+		ps.arena = make([]byte, 0, need)
+	}
+	ps.arena = ps.arena[:0]
 	h := p.readHeader(hdrBlock)
 	p.topHeader(h)
 	p.entity(h, bytes.NewReader(body), 0, body)
