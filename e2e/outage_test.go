@@ -44,6 +44,9 @@ func TestOutage_ClickHouseDownDuringFlow(t *testing.T) {
 	cfg.Analytics.ClickHouse.DialTimeout = time.Second
 	cfg.Analytics.ClickHouse.QueryTimeout = 5 * time.Second
 	cfg.Metrics.Listen = freeAddr(t)
+	// The tenant is new; without a ramp it may submit at the full rate
+	// (ingest.limits), well above the flow's 20 messages a second.
+	cfg.Ingest.Limits.Ramp = 0
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
