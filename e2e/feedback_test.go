@@ -4,7 +4,9 @@ package e2e
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"os/exec"
 	"regexp"
@@ -299,14 +301,37 @@ func TestFeedback_AsyncBounceAndComplaint(t *testing.T) {
 	})
 }
 
-// TestFeedback_UnparsedKeptAndOpenRelayRefused: a report nobody can parse is
-// counted and kept, and the MX listener of the running pipeline refuses to
+// TestFeedback_DMARCUnparsedAndRelay: a DMARC aggregate report (gzip
+// attachment) ends as dmarc_reports rows; a report nobody can parse is
+// counted and kept; the MX listener of the running pipeline refuses to
 // relay.
-func TestFeedback_UnparsedKeptAndOpenRelayRefused(t *testing.T) {
+func TestFeedback_DMARCUnparsedAndRelay(t *testing.T) {
 	p := startFeedbackPipeline(t)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	fmt.Fprintf(zw, `<?xml version="1.0"?><feedback><report_metadata><org_name>receiver.test</org_name>`+
+		`<report_id>agg-1</report_id><date_range><begin>1700000000</begin><end>1700086399</end></date_range></report_metadata>`+
+		`<policy_published><domain>e2e.example</domain><p>none</p></policy_published>`+
+		`<record><row><source_ip>%s</source_ip><count>40</count><policy_evaluated><disposition>none</disposition>`+
+		`<dkim>pass</dkim><spf>pass</spf></policy_evaluated></row><identifiers><header_from>e2e.example</header_from></identifiers></record>`+
+		`<record><row><source_ip>%s</source_ip><count>2</count><policy_evaluated><disposition>none</disposition>`+
+		`<dkim>fail</dkim><spf>pass</spf></policy_evaluated></row><identifiers><header_from>e2e.example</header_from></identifiers></record>`+
+		`</feedback>`, sharedIP, sharedIP)
+	zw.Close()
+	report := "From: noreply-dmarc@receiver.test\r\nTo: " + dmarcAddress + "\r\nSubject: Report domain: e2e.example\r\n" +
+		"MIME-Version: 1.0\r\nContent-Type: application/gzip\r\nContent-Transfer-Encoding: base64\r\n" +
+		"Content-Disposition: attachment; filename=\"receiver.test!e2e.example!1700000000!1700086399.xml.gz\"\r\n\r\n" +
+		base64.StdEncoding.EncodeToString(gz.Bytes()) + "\r\n"
+	p.mailReport(t, dmarcAddress, []byte(report))
+	eventually(t, 30*time.Second, "dmarc_reports rows", func() (bool, string) {
+		got := p.query(t, "SELECT concat(toString(sum(messages)), '/', toString(sumIf(messages, dkim = 'pass')), ' ', any(org_name), ' ', any(domain)) "+
+			"FROM outflow.dmarc_reports FINAL WHERE source_ip = ?", sharedIP)
+		return got == "42/40 receiver.test e2e.example", got
+	})
+
 	p.mailReport(t, "postmaster@"+bounceDomain, []byte("From: someone@else.test\r\nSubject: hello\r\n\r\njust a note, no report here\r\n"))
 	eventually(t, 30*time.Second, "unparsed report counted", func() (bool, string) {
-		got := p.query(t, "SELECT concat(mailbox, ' ', class, ' ', toString(error != '')) FROM outflow.feedback_reports FINAL")
+		got := p.query(t, "SELECT concat(mailbox, ' ', class, ' ', toString(error != '')) FROM outflow.feedback_reports FINAL WHERE mailbox = 'bounce'")
 		return got == "bounce unparsed 1", got
 	})
 

@@ -41,6 +41,8 @@ func (reportParser) Parse(mailbox string, raw []byte) (Finding, error) {
 			return Finding{}, fmt.Errorf("bounce: %w", err)
 		}
 		return f, nil
+	case kindDMARC:
+		return parseDMARCMail(raw)
 	default:
 		return Finding{}, fmt.Errorf("%s report: %w", kind, ErrNoParser)
 	}

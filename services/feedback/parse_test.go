@@ -22,7 +22,7 @@ func TestParse(t *testing.T) {
 		{"dsn sent to the fbl address", "fbl", testDSN("r@b.test", "gone@x.example", "5.1.1", "550 5.1.1 unknown"), ClassDSN, "", "gone@x.example userunknown:true", ""},
 		{"plain note to postmaster", "bounce", "From: a@b.example\r\nSubject: hi\r\n\r\nhello\r\n", "", "not multipart", "", ""},
 		{"vacation", "bounce", "From: a@b.example\r\nX-Autoreply: yes\r\nSubject: away\r\n\r\naway\r\n", ClassAutoReply, "", "", ""},
-		{"dmarc", "dmarc", "From: noreply-dmarc@google.com\r\nSubject: Report domain: x\r\n\r\n", "", "no parser", "", ""},
+		{"dmarc without report", "dmarc", "From: noreply-dmarc@google.com\r\nSubject: Report domain: x\r\n\r\n", "", "no XML, gzip or zip", "", ""},
 	}
 	p := NewParser()
 	for _, tt := range tests {
@@ -55,6 +55,8 @@ func FuzzParse(f *testing.F) {
 	f.Add("bounce", testDSN("r@b.test", "gone@x.example", "5.1.1", "550 5.1.1 User unknown"))
 	f.Add("fbl", testARF("r@b.test", "angry@y.example", "abuse"))
 	f.Add("bounce", "Content-Type: multipart/report; report-type=delivery-status; boundary=x\r\n\r\n--x\r\nContent-Type: message/delivery-status\r\n\r\n\r\n\r\nAction: failed\r\n--x--")
+	f.Add("dmarc", dmarcMail("application/gzip", "r.xml.gz", gzipped(sampleAggregate)))
+	f.Add("dmarc", dmarcMail("application/zip", "r.zip", zipped("r.xml", sampleAggregate)))
 	p := NewParser()
 	f.Fuzz(func(t *testing.T, mailbox, raw string) {
 		fd, err := p.Parse(mailbox, []byte(raw))
