@@ -25,8 +25,10 @@ const ctlUsage = `usage: outflow ctl [-config FILE] [-nats URL] <command>
 commands:
   tenant create ID --password-stdin --domain D [--domain D2] [--client-ip CIDR] [--pool P]
   tenant list
-  tenant show ID
-  tenant policy ID STATE [--reason TEXT]     (STATE: good, probation, throttled, suspended)
+  tenant show ID                             (account, state, reason, pin, since, figures now from ClickHouse)
+  tenant policy ID STATE [--reason TEXT] [--pin]  (STATE: good, probation, throttled, suspended)
+  tenant policy ID --unpin                   (hand the tenant back to the reputation loop)
+  held list|release|purge TENANT             (a suspended tenant's held mail)
   domain add TENANT DOMAIN
   suppression list|add|remove TENANT [ADDRESS] [--reason TEXT] [--ttl DURATION]
   dkim generate TENANT DOMAIN [--selector S] [--algo rsa|ed25519] [--activate-in DURATION]
@@ -87,7 +89,7 @@ func runCtl(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	defer b.Close()
 	s := tenant.Store{Tenants: b.Tenants, Policy: b.Policy}
-	c := &ctl{s: s, stdin: stdin, stdout: stdout, stderr: stderr}
+	c := &ctl{s: s, stdin: stdin, stdout: stdout, stderr: stderr, configPath: *configPath}
 	switch {
 	case len(rest) >= 2 && rest[0] == "tenant":
 		return c.tenant(cctx, rest[1], rest[2:])
@@ -99,6 +101,8 @@ func runCtl(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		return dkimCtl(cctx, s, b.DKIMKeys, rest[1:], stdout, stderr)
 	case rest[0] == "tlsrpt":
 		return tlsrptCtl(ctx, b.JS, *configPath, rest[1:], stdout, stderr)
+	case rest[0] == "held":
+		return heldCtl(cctx, b, rest[1:], stdout)
 	}
 	fs.Usage()
 	return fmt.Errorf("ctl: unknown command %q", strings.Join(rest, " "))
@@ -109,6 +113,8 @@ type ctl struct {
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
+	// configPath is -config, for commands that read ClickHouse too.
+	configPath string
 }
 
 func (c *ctl) tenant(ctx context.Context, sub string, args []string) error {
@@ -207,7 +213,16 @@ func (c *ctl) tenantShow(ctx context.Context, id string) error {
 		HasPass   bool          `json:"password_set"`
 		Created   time.Time     `json:"created"`
 		Policy    tenant.Policy `json:"policy"`
+		// Figures are the tenant's figures now, per window (the policy's
+		// are those of its last change); FiguresError says why not.
+		Figures      []string `json:"figures_now,omitempty"`
+		FiguresError string   `json:"figures_error,omitempty"`
 	}{ID: t.ID, ClientIPs: t.ClientIPs, Pool: t.Pool, HasPass: t.PasswordHash != "", Created: t.Created, Policy: p}
+	if figs, err := currentFigures(ctx, c.configPath, id); err != nil {
+		out.FiguresError = err.Error()
+	} else {
+		out.Figures = figs
+	}
 	for _, d := range t.Domains {
 		out.Domains = append(out.Domains, d.Name)
 	}
@@ -221,24 +236,43 @@ func (c *ctl) tenantPolicy(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("tenant policy", flag.ContinueOnError)
 	fs.SetOutput(c.stderr)
 	reason := fs.String("reason", "set by operator", "why")
+	pin := fs.Bool("pin", false, "the reputation loop leaves this state alone until --unpin")
+	unpin := fs.Bool("unpin", false, "hand the tenant back to the reputation loop (keeps the state unless one is given)")
 	if err := fs.Parse(rest); err != nil {
 		return err
 	}
-	if len(pos) != 2 {
-		return errors.New("ctl: tenant policy ID STATE")
+	if *pin && *unpin {
+		return errors.New("ctl: tenant policy: --pin and --unpin together")
+	}
+	if len(pos) != 2 && !(*unpin && len(pos) == 1) {
+		return errors.New("ctl: tenant policy ID STATE [--pin] | tenant policy ID --unpin")
 	}
 	if _, err := c.s.Get(ctx, pos[0]); err != nil {
 		return err
 	}
-	st, err := tenant.ParseState(pos[1])
+	cur, err := c.s.GetPolicy(ctx, pos[0])
 	if err != nil {
 		return err
 	}
-	p := tenant.Policy{State: st, Reason: *reason, Since: time.Now().UTC(), By: "operator"}
+	p := tenant.Policy{State: cur.State, Reason: cur.Reason, Figures: cur.Figures, Since: cur.Since, By: "operator", Pinned: *pin}
+	if len(pos) == 2 {
+		st, err := tenant.ParseState(pos[1])
+		if err != nil {
+			return err
+		}
+		p = tenant.Policy{State: st, Reason: *reason, Since: time.Now().UTC(), By: "operator", Pinned: *pin}
+	}
 	if err := c.s.PutPolicy(ctx, pos[0], p); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "tenant %s is now %s\n", pos[0], st)
+	switch {
+	case *pin:
+		fmt.Fprintf(c.stdout, "tenant %s is now %s, pinned\n", pos[0], p.State)
+	case *unpin:
+		fmt.Fprintf(c.stdout, "tenant %s is %s, unpinned: the reputation loop decides again\n", pos[0], p.State)
+	default:
+		fmt.Fprintf(c.stdout, "tenant %s is now %s\n", pos[0], p.State)
+	}
 	return nil
 }
 
