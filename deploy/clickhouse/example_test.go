@@ -37,6 +37,7 @@ func ExampleMigrations() {
 	// 22 0022_dmarc_reports.sql 1
 	// 23 0023_suppressions.sql 1
 	// 24 0024_feedback_reports.sql 1
+	// 25 0025_feedback_retention.sql 0
 	// 30 0030_delivery_outcomes.sql 1
 	// 50 0050_policy_changes.sql 1
 	// 60 0060_rollup_feedback.sql 3
