@@ -49,6 +49,9 @@ func pipelineConfig(tb testing.TB, natsURL, chAddr, mxAddr, submitAddr string) *
 	cfg.Tenants = []app.SeedTenant{{ID: tenantID, PasswordHash: string(hash), Domains: []string{"e2e.example"}}}
 	cfg.Ingest.Hostname = "submit.e2e.test"
 	cfg.Ingest.Listeners = []ingest.Listener{{Name: "submission", Addr: submitAddr, TLS: ingest.TLSNone, AllowInsecureAuth: true}}
+	// These tests push a new tenant's mail as fast as the pipeline takes
+	// it; the per-tenant submission rate is tested in services/ingest.
+	cfg.Ingest.Limits.Rate = 0
 	cfg.Sender.Transports = map[string]string{"*": mxAddr}
 	cfg.Analytics.ClickHouse.Addr = chAddr
 	cfg.Analytics.FlushInterval = 200 * time.Millisecond
