@@ -219,7 +219,7 @@ func roleFunc(name string, cfg *Config, b *bus.Bus, dir *tenant.Directory, reg *
 		if err != nil {
 			return nil, err
 		}
-		return func(ctx context.Context) error { return feedback.Run(ctx, cfg.Feedback, b, codec, dir, log) }, nil
+		return func(ctx context.Context) error { return feedback.Run(ctx, cfg.Feedback, b, codec, dir, reg, log) }, nil
 	}
 	return nil, fmt.Errorf("unknown role %q", name)
 }

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -23,6 +22,7 @@ import (
 	"github.com/outflowmail/outflow/pkg/bus"
 	"github.com/outflowmail/outflow/pkg/envelope"
 	"github.com/outflowmail/outflow/pkg/events"
+	"github.com/outflowmail/outflow/pkg/metrics"
 	"github.com/outflowmail/outflow/pkg/suppression"
 	"github.com/outflowmail/outflow/pkg/tenant"
 	"github.com/outflowmail/outflow/pkg/verp"
@@ -109,10 +109,33 @@ type Tenants interface {
 	Tenant(id string) *tenant.Tenant
 }
 
-// Stats counts reports by outcome since the worker started; the
-// feedback_report events carry the same in ClickHouse.
+// Stats counts reports by outcome since the worker started, exposed as
+// metrics; the feedback_report events carry the same in ClickHouse.
 type Stats struct {
-	Reports, Unparsed, AutoReplies, Forged, Unattributed, Suppressed atomic.Int64
+	Reports, Unparsed, AutoReplies, Forged, Unattributed, Suppressed *metrics.Counter
+}
+
+func newStats(reg *metrics.Registry) Stats {
+	return Stats{
+		Reports:      reg.Counter("outflow_feedback_reports_total", "Reports handled by the feedback worker."),
+		Unparsed:     reg.Counter("outflow_feedback_unparsed_total", "Reports that could not be parsed, kept on the dead-letter stream."),
+		AutoReplies:  reg.Counter("outflow_feedback_autoreplies_total", "Auto-replies received at a bounce address, ignored."),
+		Forged:       reg.Counter("outflow_feedback_forged_total", "Reports whose VERP token failed the HMAC check."),
+		Unattributed: reg.Counter("outflow_feedback_unattributed_total", "Reports that could not be tied to a tenant."),
+		Suppressed:   reg.Counter("outflow_feedback_suppressed_total", "Recipients put on a suppression list."),
+	}
+}
+
+// Deps are what a worker works with besides its configuration.
+type Deps struct {
+	Parser Parser
+	// VERP reads return paths back; nil when VERP is off (attribution by
+	// the original's headers only).
+	VERP    *verp.Codec
+	Tenants Tenants
+	// Metrics receives the worker's counters; nil keeps them unexposed.
+	Metrics *metrics.Registry
+	Log     *slog.Logger
 }
 
 // Worker handles reports.
@@ -127,14 +150,14 @@ type Worker struct {
 	Stats   Stats
 }
 
-// New returns a worker. codec may be nil (VERP disabled: attribution by
-// the original's headers only).
-func New(ctx context.Context, cfg Config, b *bus.Bus, p Parser, codec *verp.Codec, tenants Tenants, log *slog.Logger) (*Worker, error) {
+// New returns a worker.
+func New(ctx context.Context, cfg Config, b *bus.Bus, d Deps) (*Worker, error) {
 	s, err := suppression.Open(ctx, b.JS, b.Config().Replicas)
 	if err != nil {
 		return nil, err
 	}
-	return &Worker{cfg: cfg, bus: b, parser: p, verp: codec, tenants: tenants, supp: s, log: log}, nil
+	return &Worker{cfg: cfg, bus: b, parser: d.Parser, verp: d.VERP, tenants: d.Tenants, supp: s, log: d.Log,
+		Stats: newStats(d.Metrics)}, nil
 }
 
 // Run consumes the feedback stream until ctx ends, and purges expired
@@ -158,8 +181,8 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.log.Warn("ack report", "err", err)
 		}
 	})
-	w.log.Info("feedback worker stopped", "reports", w.Stats.Reports.Load(), "unparsed", w.Stats.Unparsed.Load(),
-		"autoreplies", w.Stats.AutoReplies.Load(), "forged", w.Stats.Forged.Load(), "suppressed", w.Stats.Suppressed.Load())
+	w.log.Info("feedback worker stopped", "reports", w.Stats.Reports.Value(), "unparsed", w.Stats.Unparsed.Value(),
+		"autoreplies", w.Stats.AutoReplies.Value(), "forged", w.Stats.Forged.Value(), "suppressed", w.Stats.Suppressed.Value())
 	return err
 }
 
@@ -216,7 +239,7 @@ func (w *Worker) Handle(ctx context.Context, subject string, h nats.Header, payl
 		ev.DMARC = &d
 		evs = append(evs, ev)
 	case ClassAutoReply:
-		w.Stats.AutoReplies.Add(1)
+		w.Stats.AutoReplies.Inc()
 	default:
 		return w.unparsed(ctx, env, h, payload, rep, fmt.Errorf("parser gave unknown class %q", f.Class))
 	}
@@ -226,7 +249,7 @@ func (w *Worker) Handle(ctx context.Context, subject string, h nats.Header, payl
 			return err
 		}
 		if added {
-			w.Stats.Suppressed.Add(1)
+			w.Stats.Suppressed.Inc()
 			w.log.Info("recipient suppressed", "tenant", e.Tenant, "msg_id", e.MsgID, "source", e.Source, "reason", e.Reason)
 		}
 	}
@@ -240,12 +263,12 @@ func (w *Worker) Handle(ctx context.Context, subject string, h nats.Header, payl
 			return err
 		}
 	}
-	w.Stats.Reports.Add(1)
+	w.Stats.Reports.Inc()
 	if rep.Forged {
-		w.Stats.Forged.Add(1)
+		w.Stats.Forged.Inc()
 	}
 	if rep.Attribution == events.AttrNone {
-		w.Stats.Unattributed.Add(1)
+		w.Stats.Unattributed.Inc()
 	}
 	return w.bus.ReleaseBody(ctx, env)
 }
@@ -272,8 +295,8 @@ func (w *Worker) unparsed(ctx context.Context, env *envelope.Envelope, h nats.He
 	if err := w.bus.PublishEvent(ctx, ev); err != nil {
 		return err
 	}
-	w.Stats.Reports.Add(1)
-	w.Stats.Unparsed.Add(1)
+	w.Stats.Reports.Inc()
+	w.Stats.Unparsed.Inc()
 	w.log.Warn("report unparsed; kept on the dead-letter stream", "report_id", env.ID, "mailbox", rep.Mailbox, "err", perr)
 	return nil
 }
@@ -353,13 +376,13 @@ func (w *Worker) entry(env *envelope.Envelope, a attribution, rcpt, reason, sour
 
 // Run is the feedback role: it waits for the tenant directory, then
 // handles reports until ctx ends.
-func Run(ctx context.Context, cfg Config, b *bus.Bus, codec *verp.Codec, dir *tenant.Directory, log *slog.Logger) error {
+func Run(ctx context.Context, cfg Config, b *bus.Bus, codec *verp.Codec, dir *tenant.Directory, reg *metrics.Registry, log *slog.Logger) error {
 	select {
 	case <-dir.Ready():
 	case <-ctx.Done():
 		return nil
 	}
-	w, err := New(ctx, cfg, b, NewParser(), codec, dir, log)
+	w, err := New(ctx, cfg, b, Deps{Parser: NewParser(), VERP: codec, Tenants: dir, Metrics: reg, Log: log})
 	if err != nil {
 		return err
 	}

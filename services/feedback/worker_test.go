@@ -40,7 +40,7 @@ func startWorker(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := New(ctx, DefaultConfig(), b, NewParser(), codec, tenantSet{"acme": true}, log)
+	w, err := New(ctx, DefaultConfig(), b, Deps{Parser: NewParser(), VERP: codec, Tenants: tenantSet{"acme": true}, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func TestWorker_UnparsedKeptAndCounted(t *testing.T) {
 	if env, err := envelope.Decode(m.Header); err != nil || env.ID != id {
 		t.Errorf("kept report's envelope = %+v, %v", env, err)
 	}
-	if n := f.w.Stats.Unparsed.Load(); n != 1 {
+	if n := f.w.Stats.Unparsed.Value(); n != 1 {
 		t.Errorf("Stats.Unparsed = %d, want 1", n)
 	}
 	waitDrained(t, f)
@@ -243,7 +243,7 @@ func TestWorker_Reports(t *testing.T) {
 		})
 	}
 	waitDrained(t, f)
-	if n := f.w.Stats.Forged.Load(); n != 1 {
+	if n := f.w.Stats.Forged.Value(); n != 1 {
 		t.Errorf("Stats.Forged = %d, want 1", n)
 	}
 }
