@@ -239,7 +239,6 @@ func (w *Worker) Handle(ctx context.Context, subject string, h nats.Header, payl
 		ev.DMARC = &d
 		evs = append(evs, ev)
 	case ClassAutoReply:
-		w.Stats.AutoReplies.Inc()
 	default:
 		return w.unparsed(ctx, env, h, payload, rep, fmt.Errorf("parser gave unknown class %q", f.Class))
 	}
@@ -264,6 +263,9 @@ func (w *Worker) Handle(ctx context.Context, subject string, h nats.Header, payl
 		}
 	}
 	w.Stats.Reports.Inc()
+	if f.Class == ClassAutoReply {
+		w.Stats.AutoReplies.Inc()
+	}
 	if rep.Forged {
 		w.Stats.Forged.Inc()
 	}
