@@ -242,6 +242,7 @@ func TestAbuseDrill(t *testing.T) {
 	// The thresholds, hysteresis and rule order are the defaults.
 	cfg.Analytics.FlushInterval = 100 * time.Millisecond
 	rep := &cfg.Analytics.Reputation
+	rep.Enabled = true
 	rep.Interval = 500 * time.Millisecond
 	rep.Windows = []time.Duration{time.Minute, 5 * time.Minute}
 	rep.Rules.SpamRatio.Floor = 20
