@@ -264,6 +264,10 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 		}
 		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Tenant suspended: " + reason}
 	}
+	if !ss.s.limits.underCap(t, p, ss.s.now()) {
+		ss.s.log.Info("daily cap reached", "tenant", t.ID)
+		return errDailyCap
+	}
 	if !ss.s.limits.allow(t, p, ss.s.now()) {
 		ss.s.log.Info("rate limited", "tenant", t.ID, "state", p.State)
 		return errThrottled
@@ -317,6 +321,7 @@ func (ss *session) Data(r io.Reader) error {
 		ss.s.log.Error("spool submission", "tenant", env.Tenant, "msg_id", env.ID, "err", err)
 		return errSpoolDown
 	}
+	ss.s.limits.count(env.Tenant, now)
 	ss.s.log.Debug("accepted", "tenant", env.Tenant, "msg_id", env.ID, "rcpts", len(env.Rcpts), "size", env.Size)
 	return nil
 }

@@ -73,6 +73,70 @@ func TestLimiterBucket(t *testing.T) {
 	}
 }
 
+func TestLimitsDailyCap(t *testing.T) {
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	day := 24 * time.Hour
+	c := LimitsConfig{Rate: 100, NewRate: 10, Ramp: 10 * day, ThrottledRate: 1, Burst: 1, NewDailyCap: 100}
+	good := tenant.Policy{State: tenant.StateGood}
+	created := func(ago time.Duration) *tenant.Tenant { return &tenant.Tenant{ID: "t", Created: now.Add(-ago)} }
+	for _, tt := range []struct {
+		name string
+		c    LimitsConfig
+		t    *tenant.Tenant
+		want int64
+	}{
+		{"first day", c, created(0), 100},
+		{"half the ramp", c, created(5 * day), 100 + 4950},
+		{"after the ramp: none", c, created(10 * day), 0},
+		{"seeded: none", c, &tenant.Tenant{ID: "t"}, 0},
+		{"off", LimitsConfig{Ramp: 10 * day}, created(0), 0},
+	} {
+		if got := tt.c.DailyCapFor(tt.t, good, now); got != tt.want {
+			t.Errorf("%s: DailyCapFor = %d, want %d", tt.name, got, tt.want)
+		}
+	}
+
+	l := newLimiter(LimitsConfig{Rate: 100, NewRate: 100, Ramp: 10 * day, ThrottledRate: 1, Burst: 1, NewDailyCap: 3})
+	ten := created(0)
+	for i := range 3 {
+		if !l.underCap(ten, good, now) {
+			t.Fatalf("message %d of 3 refused", i+1)
+		}
+		l.count(ten.ID, now)
+	}
+	if l.underCap(ten, good, now) {
+		t.Fatal("fourth message of a 3-message day accepted")
+	}
+	if !l.underCap(ten, good, now.Add(13*time.Hour)) {
+		t.Fatal("cap not reset on the next UTC day")
+	}
+}
+
+// TestSubmit_DailyCap: a tenant created now may submit new_daily_cap
+// messages, then gets 451 4.7.1.
+func TestSubmit_DailyCap(t *testing.T) {
+	f := start(t, func(c *Config) { c.Limits.NewDailyCap = 2 })
+	acme, err := f.store.Get(context.Background(), "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme.Created = time.Now().UTC()
+	if err := f.store.Put(context.Background(), acme); err != nil {
+		t.Fatal(err)
+	}
+	for f.srv.dir.Tenant("acme").Created.IsZero() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	c := dial(t, f.srv.Addr("plain"))
+	auth(t, c)
+	for i := range 2 {
+		if err := send(c, "a@acme.example", []string{"b@example.net"}, testBody); err != nil {
+			t.Fatalf("message %d: %v", i+1, err)
+		}
+	}
+	wantCode(t, "third message", c.Mail("a@acme.example", nil), 451, smtp.EnhancedCode{4, 7, 1})
+}
+
 func TestLimitsValidate(t *testing.T) {
 	tests := []struct {
 		name string
@@ -83,6 +147,7 @@ func TestLimitsValidate(t *testing.T) {
 		{"new above rate", func(c *LimitsConfig) { c.NewRate = c.Rate + 1 }, "ingest.limits.new_rate"},
 		{"throttled", func(c *LimitsConfig) { c.ThrottledRate = 0 }, "ingest.limits.throttled_rate"},
 		{"burst", func(c *LimitsConfig) { c.Burst = 0 }, "ingest.limits.burst"},
+		{"daily cap", func(c *LimitsConfig) { c.NewDailyCap = -1 }, "ingest.limits.new_daily_cap"},
 	}
 	for _, tt := range tests {
 		c := DefaultLimitsConfig()
