@@ -166,7 +166,7 @@ func (l *loop) evaluate(ctx context.Context, id string, figs []reputation.Tenant
 		newRev, err = l.policy.Update(ctx, id, b, rev)
 	}
 	if err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			l.log.Info("tenant policy changed meanwhile; decision dropped", "tenant", id)
 			return nil
 		}

@@ -14,9 +14,10 @@ import (
 	"github.com/outflowmail/outflow/pkg/tenant"
 )
 
-// TestLoop_ChangesWrittenOnce runs the loop's ticks against a real
-// ClickHouse and KV bucket: a spamming tenant is suspended once (one KV
-// revision, one policy_changes row, however many ticks), a clean tenant and
+// TestLoop_ChangesWrittenOnce runs the ticks of two loops (two analytics
+// processes) against a real ClickHouse and KV bucket: a spamming tenant is
+// suspended once (one KV revision, one policy_changes row, however many
+// ticks and loops), a clean tenant and
 // a pinned spammer are left alone, and after the cool-down without mail the
 // spammer steps down, each step one more row.
 func TestLoop_ChangesWrittenOnce(t *testing.T) {
@@ -59,9 +60,17 @@ func TestLoop_ChangesWrittenOnce(t *testing.T) {
 	rc.Rules.CoolDown = time.Minute
 	now := at
 	l := &loop{cfg: rc, conn: store.Conn(), policy: b.Policy, log: testLogger(t), now: func() time.Time { return now }}
+	// A second analytics process's loop deciding at the same moments: the
+	// KV compare-and-set lets one of them make each change.
+	l2 := &loop{cfg: rc, conn: store.Conn(), policy: b.Policy, log: testLogger(t), now: func() time.Time { return now }}
 	for range 3 {
-		if err := l.tick(ctx); err != nil {
-			t.Fatal(err)
+		errs := make(chan error, 2)
+		go func() { errs <- l.tick(ctx) }()
+		go func() { errs <- l2.tick(ctx) }()
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	state := func(id string) (tenant.Policy, uint64) {
