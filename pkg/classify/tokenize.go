@@ -109,7 +109,14 @@ func (sc *wordScanner) next() bool {
 			c := text[j]
 			switch asciiClass[c] {
 			case classLower:
-				lower++
+				// Most of a word: take the run of lowercase letters at once.
+				k := j + 1
+				for k < len(text) && asciiClass[text[k]] == classLower {
+					k++
+				}
+				lower += k - j
+				j = k
+				continue
 			case classUpper:
 				upper++
 			case classDigit:
