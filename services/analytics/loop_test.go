@@ -53,6 +53,12 @@ func TestLoop_ChangesWrittenOnce(t *testing.T) {
 	if _, err := b.Policy.Put(ctx, "pinned", pb); err != nil {
 		t.Fatal(err)
 	}
+	// The spammer has an (unpinned) operator policy already: its change is
+	// an Update on that revision, which only one of two loops can make.
+	ob, _ := json.Marshal(tenant.Policy{State: tenant.StateGood, By: "operator", Since: at})
+	if _, err := b.Policy.Put(ctx, "spammer", ob); err != nil {
+		t.Fatal(err)
+	}
 
 	rc := DefaultReputationConfig()
 	rc.Windows = []time.Duration{time.Minute}
