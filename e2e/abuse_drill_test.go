@@ -496,6 +496,41 @@ func TestAbuseDrill(t *testing.T) {
 		}
 	}
 
+	// Enforcement at ingest: once a tenant is suspended (applied within a
+	// second), its submissions get 550 5.7.1 with the reason; throttled
+	// ones beyond the rate get 451 4.7.1.
+	for _, id := range bad {
+		var suspendedAt time.Time
+		chMu.Lock()
+		for _, c := range changes[id] {
+			if c.policy.State == tenant.StateSuspended {
+				suspendedAt = c.at
+				break
+			}
+		}
+		chMu.Unlock()
+		replies := map[string]int{}
+		for _, a := range senders[id].attempts() {
+			switch {
+			case a.accepted:
+				replies["250"]++
+				if !suspendedAt.IsZero() && a.at.After(suspendedAt.Add(time.Second)) {
+					t.Errorf("%s: message accepted %v after its suspension", id, a.at.Sub(suspendedAt))
+				}
+			case strings.Contains(a.reply, "550") && strings.Contains(a.reply, "suspended"):
+				replies["550 5.7.1 suspended"]++
+			case strings.Contains(a.reply, "451") && strings.Contains(a.reply, "rate exceeded"):
+				replies["451 4.7.1 rate"]++
+			default:
+				replies[a.reply]++
+			}
+		}
+		t.Logf("%s at ingest: %v", id, replies)
+		if !suspendedAt.IsZero() && replies["550 5.7.1 suspended"] == 0 {
+			t.Errorf("%s: suspended but never refused with 550 5.7.1", id)
+		}
+	}
+
 	// No good tenant left good.
 	for _, id := range good {
 		chMu.Lock()
