@@ -209,7 +209,9 @@ func roleFunc(name string, cfg *Config, b *bus.Bus, dir *tenant.Directory, reg *
 	case "router":
 		return func(ctx context.Context) error { return router.Run(ctx, cfg.Router, cfg.Pools, dir, b, log) }, nil
 	case "sender":
-		return func(ctx context.Context) error { return sender.Run(ctx, cfg.Sender, cfg.Pools, b, log) }, nil
+		return func(ctx context.Context) error {
+			return sender.RunWith(ctx, cfg.Sender, cfg.Pools, b, log, sender.Options{Policies: dir})
+		}, nil
 	case "analytics":
 		return func(ctx context.Context) error {
 			return analytics.Run(ctx, cfg.Analytics, b, log, analytics.WithMetrics(reg))

@@ -23,11 +23,11 @@ import (
 	"github.com/outflowmail/outflow/app"
 	"github.com/outflowmail/outflow/pkg/bus"
 	"github.com/outflowmail/outflow/pkg/chtest"
+	"github.com/outflowmail/outflow/pkg/held"
 	"github.com/outflowmail/outflow/pkg/natstest"
 	"github.com/outflowmail/outflow/pkg/smtptest"
 	"github.com/outflowmail/outflow/pkg/tenant"
 	"github.com/outflowmail/outflow/services/ingest"
-	"github.com/outflowmail/outflow/services/router"
 )
 
 const (
@@ -567,7 +567,7 @@ func TestAbuseDrill(t *testing.T) {
 
 	// Suspended tenants' queued mail is held, not sent.
 	for _, id := range bad {
-		hs, err := router.ListHeld(ctx, b, id)
+		hs, err := held.List(ctx, b, id)
 		if err != nil {
 			t.Fatal(err)
 		}

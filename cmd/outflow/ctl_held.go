@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/outflowmail/outflow/pkg/bus"
-	"github.com/outflowmail/outflow/services/router"
+	"github.com/outflowmail/outflow/pkg/held"
 )
 
 // heldCtl is "outflow ctl held list|release|purge TENANT": a suspended
@@ -21,7 +21,7 @@ func heldCtl(ctx context.Context, b *bus.Bus, args []string, stdout io.Writer) e
 	id := args[1]
 	switch args[0] {
 	case "list":
-		hs, err := router.ListHeld(ctx, b, id)
+		hs, err := held.List(ctx, b, id)
 		if err != nil {
 			return err
 		}
@@ -37,11 +37,11 @@ func heldCtl(ctx context.Context, b *bus.Bus, args []string, stdout io.Writer) e
 		fmt.Fprintf(stdout, "%d held messages of %s\n", len(hs), id)
 		return nil
 	case "release":
-		n, err := router.Release(ctx, b, id)
+		n, err := held.Release(ctx, b, id)
 		fmt.Fprintf(stdout, "released %d held messages of %s to routing\n", n, id)
 		return err
 	case "purge":
-		n, err := router.Purge(ctx, b, id)
+		n, err := held.Purge(ctx, b, id)
 		fmt.Fprintf(stdout, "purged %d held messages of %s\n", n, id)
 		return err
 	}

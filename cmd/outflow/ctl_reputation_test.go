@@ -19,9 +19,9 @@ import (
 	"github.com/outflowmail/outflow/pkg/chtest"
 	"github.com/outflowmail/outflow/pkg/envelope"
 	"github.com/outflowmail/outflow/pkg/events"
+	"github.com/outflowmail/outflow/pkg/held"
 	"github.com/outflowmail/outflow/pkg/natstest"
 	"github.com/outflowmail/outflow/pkg/tenant"
-	"github.com/outflowmail/outflow/services/router"
 )
 
 // TestCtlReputation: tenant policy --pin/--unpin, tenant show with the
@@ -107,12 +107,12 @@ pools:
 		t.Fatal(err)
 	}
 	defer b.Close()
-	if _, err := router.DeclareHeld(ctx, b); err != nil {
+	if _, err := held.Declare(ctx, b); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
 		env := &envelope.Envelope{ID: envelope.NewID(), Tenant: "acme", From: "a@acme.example", Rcpts: []string{"r@x.example"}}
-		if err := b.PublishMessage(ctx, router.HeldSubject("acme"), env.ID, env, []byte("Subject: x\r\n\r\nx\r\n")); err != nil {
+		if err := b.PublishMessage(ctx, held.TenantSubject("acme"), env.ID, env, []byte("Subject: x\r\n\r\nx\r\n")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -129,7 +129,7 @@ pools:
 		}
 	}
 	env := &envelope.Envelope{ID: envelope.NewID(), Tenant: "acme", From: "a@acme.example", Rcpts: []string{"r@x.example"}}
-	if err := b.PublishMessage(ctx, router.HeldSubject("acme"), env.ID, env, []byte("x")); err != nil {
+	if err := b.PublishMessage(ctx, held.TenantSubject("acme"), env.ID, env, []byte("x")); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := ctl("held", "purge", "acme"); err != nil || !strings.Contains(out, "purged 1 held messages of acme") {

@@ -27,6 +27,9 @@ const (
 	// TypeDelivery: one delivery attempt to one recipient domain, with its
 	// outcome per recipient.
 	TypeDelivery Type = "delivery"
+	// TypePurged: an operator purged a held message (or one delivery job
+	// of it): it will never be sent (pkg/held).
+	TypePurged Type = "purged"
 )
 
 // Outcome is the result of a delivery attempt for one recipient.

@@ -13,6 +13,7 @@ import (
 	"github.com/outflowmail/outflow/pkg/bus"
 	"github.com/outflowmail/outflow/pkg/envelope"
 	"github.com/outflowmail/outflow/pkg/events"
+	"github.com/outflowmail/outflow/pkg/held"
 	"github.com/outflowmail/outflow/pkg/natstest"
 	"github.com/outflowmail/outflow/pkg/pool"
 	"github.com/outflowmail/outflow/pkg/tenant"
@@ -90,8 +91,8 @@ func TestRun_PolicyEnforcement(t *testing.T) {
 		}
 		t.Logf("%s after %v", what, time.Since(since).Round(time.Millisecond))
 	}
-	held := func() int {
-		hs, err := ListHeld(ctx, b, "acme")
+	heldCount := func() int {
+		hs, err := held.List(ctx, b, "acme")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -113,7 +114,7 @@ func TestRun_PolicyEnforcement(t *testing.T) {
 
 	at = setPolicy(tenant.StateSuspended)
 	within("suspended → held", at, func() bool {
-		if held() > 0 {
+		if heldCount() > 0 {
 			return true
 		}
 		submit()
@@ -124,41 +125,41 @@ func TestRun_PolicyEnforcement(t *testing.T) {
 		submit()
 	}
 	sharedBefore, riskBefore := outbound("shared"), outbound("high-risk")
-	within("all held", time.Now(), func() bool { return held() == n-int(sharedBefore+riskBefore) })
-	nHeld := held()
+	within("all held", time.Now(), func() bool { return heldCount() == n-int(sharedBefore+riskBefore) })
+	nHeld := heldCount()
 	if outbound("shared") != sharedBefore || outbound("high-risk") != riskBefore {
 		t.Fatal("a suspended tenant's message was routed")
 	}
 
 	// Released while still suspended: held again, not sent.
-	if got, err := Release(ctx, b, "acme"); err != nil || got != nHeld {
+	if got, err := held.Release(ctx, b, "acme"); err != nil || got != nHeld {
 		t.Fatalf("Release = %d, %v; want %d", got, err, nHeld)
 	}
-	within("released while suspended: held again", time.Now(), func() bool { return held() == nHeld })
+	within("released while suspended: held again", time.Now(), func() bool { return heldCount() == nHeld })
 
 	// Released when good: routed to the shared pool, nothing left held.
 	setPolicy(tenant.StateGood)
 	time.Sleep(200 * time.Millisecond)
-	if got, err := Release(ctx, b, "acme"); err != nil || got != nHeld {
+	if got, err := held.Release(ctx, b, "acme"); err != nil || got != nHeld {
 		t.Fatalf("Release = %d, %v; want %d", got, err, nHeld)
 	}
 	within("released when good: routed", time.Now(), func() bool {
-		return outbound("shared") == sharedBefore+uint64(nHeld) && held() == 0
+		return outbound("shared") == sharedBefore+uint64(nHeld) && heldCount() == 0
 	})
 
 	// Purged: gone, one purged event each.
 	setPolicy(tenant.StateSuspended)
 	time.Sleep(200 * time.Millisecond)
 	ids := map[string]bool{submit(): true, submit(): true}
-	within("held for purge", time.Now(), func() bool { return held() == 2 })
-	if got, err := Purge(ctx, b, "acme"); err != nil || got != 2 {
+	within("held for purge", time.Now(), func() bool { return heldCount() == 2 })
+	if got, err := held.Purge(ctx, b, "acme"); err != nil || got != 2 {
 		t.Fatalf("Purge = %d, %v; want 2", got, err)
 	}
-	if held() != 0 {
+	if heldCount() != 0 {
 		t.Error("held messages left after purge")
 	}
 	cons, err := b.JS.OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.Subject + "." + string(TypePurged)}})
+		FilterSubjects: []string{events.Subject + "." + string(events.TypePurged)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +174,7 @@ func TestRun_PolicyEnforcement(t *testing.T) {
 		}
 		delete(ids, e.MsgID)
 	}
-	if _, err := ListHeld(ctx, b, "Bad Id"); err == nil {
-		t.Error("ListHeld accepted a malformed tenant id")
+	if _, err := held.List(ctx, b, "Bad Id"); err == nil {
+		t.Error("List accepted a malformed tenant id")
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/outflowmail/outflow/pkg/bus"
 	"github.com/outflowmail/outflow/pkg/envelope"
 	"github.com/outflowmail/outflow/pkg/events"
+	"github.com/outflowmail/outflow/pkg/held"
 	"github.com/outflowmail/outflow/pkg/pool"
 	"github.com/outflowmail/outflow/pkg/suppression"
 	"github.com/outflowmail/outflow/pkg/tenant"
@@ -93,7 +94,7 @@ func Run(ctx context.Context, cfg Config, pools pool.Set, dir *tenant.Directory,
 	if err != nil {
 		return err
 	}
-	if _, err := DeclareHeld(ctx, b); err != nil {
+	if _, err := held.Declare(ctx, b); err != nil {
 		stopList()
 		return err
 	}
@@ -117,7 +118,7 @@ func route(ctx context.Context, pools pool.Set, dir *tenant.Directory, sl *suppr
 		return err
 	}
 	if dir.Policy(env.Tenant).State == tenant.StateSuspended {
-		return hold(ctx, b, env, m)
+		return held.Hold(ctx, b, env, m)
 	}
 	if finished, err := suppress(ctx, sl, b, env, time.Now()); err != nil || finished {
 		return err

@@ -23,8 +23,10 @@ import (
 	"github.com/outflowmail/outflow/pkg/delivery"
 	"github.com/outflowmail/outflow/pkg/envelope"
 	"github.com/outflowmail/outflow/pkg/events"
+	"github.com/outflowmail/outflow/pkg/held"
 	"github.com/outflowmail/outflow/pkg/pool"
 	"github.com/outflowmail/outflow/pkg/resolver"
+	"github.com/outflowmail/outflow/pkg/tenant"
 	"github.com/outflowmail/outflow/pkg/tlspolicy"
 )
 
@@ -41,8 +43,16 @@ type Options struct {
 	// Name identifies this sender process in delivery events; default
 	// host:pid.
 	Name string
+	// Policies are the tenants' states (a *tenant.Directory): the jobs of a
+	// suspended tenant are held, not sent. Nil delivers every job.
+	Policies Policies
 	// Shaper replaces the pkg/shaping Shaper built from Config.Shaping.
 	Shaper delivery.Shaper
+}
+
+// Policies looks up a tenant's reputation state.
+type Policies interface {
+	Policy(tenantID string) tenant.Policy
 }
 
 // Run delivers the jobs of the configured pools until ctx ends, then stops
@@ -59,6 +69,13 @@ func RunWith(ctx context.Context, cfg Config, pools pool.Set, b *bus.Bus, log *s
 	served, err := servedPools(cfg.Pools, pools)
 	if err != nil {
 		return err
+	}
+	if opts.Policies != nil {
+		// Where a suspended tenant's jobs go; the router declares it too,
+		// but a sender process may start first.
+		if _, err := held.Declare(ctx, b); err != nil {
+			return err
+		}
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -97,7 +114,7 @@ func RunWith(ctx context.Context, cfg Config, pools pool.Set, b *bus.Bus, log *s
 		opts.Shaper = sh
 	}
 	s := &sender{
-		cfg: cfg, b: b, log: log, now: opts.Now, rand: opts.Rand, name: opts.Name, id: id,
+		cfg: cfg, b: b, log: log, now: opts.Now, rand: opts.Rand, name: opts.Name, id: id, policies: opts.Policies,
 		d: delivery.New(delivery.Options{
 			Resolver: opts.Resolver, Dial: opts.Dial, Transports: cfg.Transports, Port: cfg.SMTPPort,
 			ConnectTimeout: cfg.ConnectTimeout, CommandTimeout: cfg.CommandTimeout, DataTimeout: cfg.DataTimeout,
@@ -166,6 +183,8 @@ type sender struct {
 	rand func() float64
 	name string
 	id   *identity // DKIM, VERP, Feedback-ID (identity.go)
+	// policies, when set, hold a suspended tenant's jobs.
+	policies Policies
 }
 
 // Delays of naks when the bus itself fails; the job is retried, not lost.
@@ -185,6 +204,20 @@ func (s *sender) handle(ctx context.Context, p pool.Pool, m jetstream.Msg, log *
 		// Not a job this code can ever read: keep it out of the way.
 		log.Error("undecodable delivery job; terminating it", "subject", m.Subject(), "err", err)
 		_ = m.Term()
+		return
+	}
+	if s.policies != nil && s.policies.Policy(env.Tenant).State == tenant.StateSuspended {
+		// Queued mail of a suspended tenant, retries included, waits for
+		// an operator (outflow ctl held) instead of going out.
+		if err := held.Hold(ctx, s.b, env, m); err != nil {
+			log.Warn("hold a suspended tenant's job; will retry", "tenant", env.Tenant, "err", err)
+			_ = m.NakWithDelay(busRetryDelay)
+			return
+		}
+		if err := m.DoubleAck(ctx); err != nil {
+			log.Warn("ack held job", "err", err)
+		}
+		log.Info("tenant suspended: delivery job held", "tenant", env.Tenant, "msg_id", env.ID, "domain", env.Domain)
 		return
 	}
 	log = log.With("tenant", env.Tenant, "msg_id", env.ID, "domain", env.Domain, "attempt", env.Attempt+1)
