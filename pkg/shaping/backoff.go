@@ -39,9 +39,16 @@ func backoffKey(ip, site string) string {
 // states are the actions in force for (src, site): its own and the site's.
 func (s *Shaper) states(src, site string, now time.Time) []backoffState {
 	s.mu.Lock()
+	none := len(s.backoff) == 0
+	s.mu.Unlock()
+	if none {
+		return nil // the usual case: no key to build, nothing to look up
+	}
+	keys := s.keysOf(src, site)
+	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []backoffState
-	for _, k := range [2]string{backoffKey(src, site), backoffKey("", site)} {
+	for _, k := range [2]string{keys.own, keys.all} {
 		if b, ok := s.backoff[k]; ok && b.Until.After(now) {
 			out = append(out, b)
 		}

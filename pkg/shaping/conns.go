@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,18 +32,35 @@ func (s *Shaper) AcquireConn(ctx context.Context, src, site string) (func(), err
 		return nil, fmt.Errorf("%s toward %s: suspended until %s: %w", src, site, until.UTC().Format(time.RFC3339), delivery.ErrBusy)
 	}
 	limit := s.effective(src, site, now).MaxConnections
-	prefix := "conn." + IPToken(src) + "." + siteToken(site) + "."
+	prefix := s.keysOf(src, site).conn
+	s.mu.Lock()
+	mine := s.heldN[prefix]
+	s.mu.Unlock()
+	// Under load every worker of a process at its limit asks again each
+	// time a connection frees; answering from memory spares the bucket
+	// limit failed creates per ask. Create stays the only arbiter of a
+	// slot: the memory only skips slots known taken.
+	if mine >= limit {
+		return nil, fmt.Errorf("%s toward %s: %d connections open here: %w", src, site, mine, delivery.ErrBusy)
+	}
 	start := randomOffset(limit)
 	for i := range limit {
 		key := prefix + strconv.Itoa((start+i)%limit)
 		s.mu.Lock()
-		_, mine := s.held[key]
+		_, held := s.held[key]
+		seen, taken := s.slots[key]
 		s.mu.Unlock()
-		if mine {
+		if held || taken && now.Sub(seen) < s.lease {
 			continue
 		}
 		rev, err := s.kv.Create(ctx, key, []byte(s.sender), jetstream.KeyTTL(s.lease))
 		if isConflict(err) {
+			// Taken by another process; the watch says when it goes.
+			s.mu.Lock()
+			if _, ok := s.slots[key]; !ok {
+				s.slots[key] = now
+			}
+			s.mu.Unlock()
 			continue
 		}
 		if err != nil {
@@ -50,6 +68,7 @@ func (s *Shaper) AcquireConn(ctx context.Context, src, site string) (func(), err
 		}
 		s.mu.Lock()
 		s.held[key] = rev
+		s.heldN[prefix]++
 		s.mu.Unlock()
 		var once sync.Once
 		return func() { once.Do(func() { s.releaseSlot(key) }) }, nil
@@ -57,11 +76,23 @@ func (s *Shaper) AcquireConn(ctx context.Context, src, site string) (func(), err
 	return nil, fmt.Errorf("%s toward %s: %d connections open: %w", src, site, limit, delivery.ErrBusy)
 }
 
+// dropHeld forgets a slot of this process. Lock held.
+func (s *Shaper) dropHeld(key string) {
+	if _, ok := s.held[key]; !ok {
+		return
+	}
+	delete(s.held, key)
+	prefix := key[:strings.LastIndexByte(key, '.')+1]
+	if s.heldN[prefix]--; s.heldN[prefix] <= 0 {
+		delete(s.heldN, prefix)
+	}
+}
+
 // releaseSlot frees a slot if this process still holds it.
 func (s *Shaper) releaseSlot(key string) {
 	s.mu.Lock()
 	rev, ok := s.held[key]
-	delete(s.held, key)
+	s.dropHeld(key)
 	s.mu.Unlock()
 	if !ok {
 		return
@@ -120,7 +151,7 @@ func (s *Shaper) refresh(ctx context.Context) {
 			// The lease ran out (this process stalled) and the slot is
 			// someone else's now; the connection keeps going, uncounted,
 			// until it closes.
-			delete(s.held, key)
+			s.dropHeld(key)
 			s.log.Warn("connection slot lost to another sender after its lease ran out", "key", key)
 		default:
 			s.log.Warn("refresh connection slot", "key", key, "err", err)

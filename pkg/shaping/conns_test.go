@@ -179,3 +179,58 @@ func TestAllowMessage_MaxWait(t *testing.T) {
 		t.Fatalf("second message willing to wait 2s: %v", err)
 	}
 }
+
+// TestAcquireConn_AnswersFromMemory: a process holding every slot of a
+// (source IP, site) says busy without asking the bucket (it still does
+// with its connection to NATS gone), and a slot another process frees is
+// taken again once the watch has seen it go, not only after a lease.
+func TestAcquireConn_AnswersFromMemory(t *testing.T) {
+	srv := startNATS(t)
+	cfg := DefaultConfig()
+	cfg.Sites = []SiteRule{{Name: "tight", MX: []string{"*.tight.example"}, Limits: LimitsConfig{MaxConnections: intp(2)}}}
+	a := startProc(t, srv, Options{Config: cfg, Sender: "a"})
+	b := startProc(t, srv, Options{Config: cfg, Sender: "b"})
+	ctx := context.Background()
+
+	var releases []func()
+	for range 2 {
+		release, err := a.shaper.AcquireConn(ctx, "127.0.0.2", "tight")
+		if err != nil {
+			t.Fatal(err)
+		}
+		releases = append(releases, release)
+	}
+	// b learns of a's slots from the watch, then from its own failed
+	// creates; either way it is busy.
+	if _, err := b.shaper.AcquireConn(ctx, "127.0.0.2", "tight"); !errors.Is(err, delivery.ErrBusy) {
+		t.Fatalf("b while a holds both slots: %v, want ErrBusy", err)
+	}
+	releases[0]()
+	eventually(t, 5*time.Second, "b takes the slot a freed", func() bool {
+		release, err := b.shaper.AcquireConn(ctx, "127.0.0.2", "tight")
+		if err != nil {
+			return false
+		}
+		t.Cleanup(release)
+		return true
+	})
+
+	// a holds both slots of another source: it says busy from memory, even
+	// with its connection to NATS gone.
+	release, err := a.shaper.AcquireConn(ctx, "127.0.0.3", "tight")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	release2, err := a.shaper.AcquireConn(ctx, "127.0.0.3", "tight")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release2()
+	a.nc.Close()
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if _, err := a.shaper.AcquireConn(cctx, "127.0.0.3", "tight"); !errors.Is(err, delivery.ErrBusy) {
+		t.Fatalf("a at its limit with NATS gone: %v, want ErrBusy from memory", err)
+	}
+}

@@ -53,12 +53,12 @@ func (s *Shaper) takeRate(ctx context.Context, src, site string, l delivery.Limi
 	if l.MessagesPerHour <= 0 && l.MessagesPerSecond <= 0 {
 		return nil
 	}
-	suffix := IPToken(src) + "." + siteToken(site)
+	keys := s.keysOf(src, site)
 	var wait time.Duration
 	if l.MessagesPerHour > 0 {
 		h := float64(l.MessagesPerHour)
 		n := clampInt(int(h/360), 1, 50)
-		w, err := s.takeToken(ctx, "rateh."+suffix, time.Duration(float64(time.Hour)/h), n, max(n, int(h/60)), maxWait)
+		w, err := s.takeToken(ctx, keys.rateh, time.Duration(float64(time.Hour)/h), n, max(n, int(h/60)), maxWait)
 		if err != nil {
 			return fmt.Errorf("%s toward %s: %d messages/hour: %w", src, site, l.MessagesPerHour, err)
 		}
@@ -67,7 +67,7 @@ func (s *Shaper) takeRate(ctx context.Context, src, site string, l delivery.Limi
 	if l.MessagesPerSecond > 0 {
 		r := l.MessagesPerSecond
 		n := clampInt(int(r/10), 1, 50)
-		w, err := s.takeToken(ctx, "rate."+suffix, time.Duration(float64(time.Second)/r), n, n, maxWait)
+		w, err := s.takeToken(ctx, keys.rate, time.Duration(float64(time.Second)/r), n, n, maxWait)
 		if err != nil {
 			return fmt.Errorf("%s toward %s: %g messages/s: %w", src, site, r, err)
 		}

@@ -69,6 +69,21 @@ type Shaper struct {
 	warmFrom map[string]time.Time // source IP → first warm-up day
 	rotation map[string]int       // site → rotation offset
 	buckets  map[string]*tokens   // local token blocks by key
+	// heldN counts this process's slots per conn.<ip>.<site>. prefix, so
+	// that a process at the limit says busy without a round trip.
+	heldN map[string]int
+	// slots are the connection slots some process held when last watched,
+	// and when that was: AcquireConn tries the others first, and only
+	// those, while they are fresher than a lease (a holder rewrites its
+	// slot every third of one).
+	slots map[string]time.Time
+
+	// keysMu guards the caches of what every job and message would
+	// otherwise build again: keys per pair, and sites per domain and MX set
+	// (the configuration they derive from does not change).
+	keysMu sync.RWMutex
+	keys   map[pair]*pairKeys
+	sites  map[string]string
 
 	stop context.CancelFunc
 	wg   sync.WaitGroup
@@ -108,6 +123,8 @@ func New(ctx context.Context, opts Options) (*Shaper, error) {
 		warmFrom: map[string]time.Time{},
 		rotation: map[string]int{},
 		buckets:  map[string]*tokens{},
+		heldN:    map[string]int{},
+		slots:    map[string]time.Time{},
 	}
 	if s.lease == 0 {
 		s.lease = DefaultConfig().ConnLease
@@ -164,6 +181,64 @@ func (s *Shaper) learnIP(ip pool.IP) {
 	s.mu.Unlock()
 }
 
+// learnIPs records the warm-up start dates of addresses not known yet
+// (Sources runs on every job: it parses no date it has seen).
+func (s *Shaper) learnIPs(ips []pool.IP) {
+	for _, ip := range ips {
+		if ip.WarmupStart == "" {
+			continue
+		}
+		s.mu.Lock()
+		d, ok := s.warmFrom[ip.Address]
+		s.mu.Unlock()
+		if !ok || d.Format(time.DateOnly) != ip.WarmupStart {
+			s.learnIP(ip)
+		}
+	}
+}
+
+// pair is a (source IP, site).
+type pair struct{ src, site string }
+
+// pairKeys are the bucket keys of a pair, built once: they are needed on
+// every job and message.
+type pairKeys struct {
+	own, all    string // backoff of the IP, and of every IP, toward the site
+	rate, rateh string
+	conn        string // prefix of the connection slots
+	warm        string // prefix of the warm-up counters (the day follows)
+}
+
+// maxKeys bounds the caches of pairKeys and of sites: past it (a sender
+// that has seen that many pairs or domains) a cache starts afresh.
+const maxKeys = 100_000
+
+func (s *Shaper) keysOf(src, site string) *pairKeys {
+	p := pair{src, site}
+	s.keysMu.RLock()
+	k, ok := s.keys[p]
+	s.keysMu.RUnlock()
+	if ok {
+		return k
+	}
+	it, st := IPToken(src), siteToken(site)
+	k = &pairKeys{
+		own:   "backoff." + it + "." + st,
+		all:   "backoff." + allIPs + "." + st,
+		rate:  "rate." + it + "." + st,
+		rateh: "rateh." + it + "." + st,
+		conn:  "conn." + it + "." + st + ".",
+		warm:  "warm." + it + "." + st + ".",
+	}
+	s.keysMu.Lock()
+	if s.keys == nil || len(s.keys) >= maxKeys {
+		s.keys = map[pair]*pairKeys{}
+	}
+	s.keys[p] = k
+	s.keysMu.Unlock()
+	return k
+}
+
 // Site names the destination site of domain: a domain with its own
 // connection or rate limit is its own site; otherwise the first site rule
 // whose patterns match one of the MX hosts; otherwise the MX host names
@@ -171,6 +246,30 @@ func (s *Shaper) learnIP(ip pool.IP) {
 // site_name), so that every domain hosted on the same MX hosts shares one
 // site.
 func (s *Shaper) Site(domain string, mxHosts []string) string {
+	// Named once per domain and MX set: every job asks. The lookup key is
+	// built on the stack; indexing with string(key) does not allocate.
+	var buf [256]byte
+	key := append(buf[:0], domain...)
+	for _, h := range mxHosts {
+		key = append(append(key, 0), h...)
+	}
+	s.keysMu.RLock()
+	site, ok := s.sites[string(key)]
+	s.keysMu.RUnlock()
+	if ok {
+		return site
+	}
+	site = s.site(domain, mxHosts)
+	s.keysMu.Lock()
+	if s.sites == nil || len(s.sites) >= maxKeys {
+		s.sites = map[string]string{}
+	}
+	s.sites[string(key)] = site
+	s.keysMu.Unlock()
+	return site
+}
+
+func (s *Shaper) site(domain string, mxHosts []string) string {
 	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
 	if l, ok := s.cfg.domains[domain]; ok && l.rated() {
 		return domain
@@ -282,9 +381,7 @@ func (s *Shaper) Sources(site string, ips []pool.IP) ([]pool.IP, time.Time) {
 	}
 	// Addresses of pools added after New (or tests) bring their own
 	// warm-up start.
-	for _, ip := range ips {
-		s.learnIP(ip)
-	}
+	s.learnIPs(ips)
 	s.mu.Lock()
 	off := s.rotation[site] % len(ips)
 	s.rotation[site] = off + 1

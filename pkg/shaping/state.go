@@ -148,10 +148,11 @@ func isConflict(err error) bool {
 	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
 }
 
-// startWatch loads the backoff, warm-up and blocklist state and keeps it
-// current, so that Sources and AllowMessage answer from memory.
+// startWatch loads the backoff, warm-up, blocklist and connection slot
+// state and keeps it current, so that Sources, AllowMessage and (mostly)
+// AcquireConn answer from memory.
 func (s *Shaper) startWatch(ctx, run context.Context) error {
-	w, err := s.kv.WatchFiltered(run, []string{"backoff.>", "warm.>", "dnsbl.>"})
+	w, err := s.kv.WatchFiltered(run, []string{"backoff.>", "warm.>", "dnsbl.>", "conn.>"})
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", BucketName, err)
 	}
@@ -187,6 +188,14 @@ func (s *Shaper) apply(e jetstream.KeyValueEntry) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
+	case strings.HasPrefix(key, "conn."):
+		// Slots are taken, rewritten and freed; a purge, a delete or the
+		// marker a lapsed TTL leaves all mean free.
+		if gone {
+			delete(s.slots, key)
+		} else {
+			s.slots[key] = s.now()
+		}
 	case strings.HasPrefix(key, "backoff."):
 		if gone {
 			delete(s.backoff, key)

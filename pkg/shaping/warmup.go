@@ -78,7 +78,7 @@ func (s *Shaper) warmKey(src, site string, now time.Time) (string, int, bool) {
 	if !ok {
 		return "", 0, false
 	}
-	return "warm." + IPToken(src) + "." + siteToken(site) + "." + now.UTC().Format("20060102"), c, true
+	return s.keysOf(src, site).warm + now.UTC().Format("20060102"), c, true
 }
 
 // overCap reports whether src has used its warm-up cap toward site today,
