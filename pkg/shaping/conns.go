@@ -3,7 +3,6 @@ package shaping
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -32,7 +31,8 @@ func (s *Shaper) AcquireConn(ctx context.Context, src, site string) (func(), err
 		return nil, fmt.Errorf("%s toward %s: suspended until %s: %w", src, site, until.UTC().Format(time.RFC3339), delivery.ErrBusy)
 	}
 	limit := s.effective(src, site, now).MaxConnections
-	prefix := s.keysOf(src, site).conn
+	keys := s.keysOf(src, site)
+	prefix := keys.conn
 	s.mu.Lock()
 	mine := s.heldN[prefix]
 	s.mu.Unlock()
@@ -41,11 +41,11 @@ func (s *Shaper) AcquireConn(ctx context.Context, src, site string) (func(), err
 	// limit failed creates per ask. Create stays the only arbiter of a
 	// slot: the memory only skips slots known taken.
 	if mine >= limit {
-		return nil, fmt.Errorf("%s toward %s: %d connections open here: %w", src, site, mine, delivery.ErrBusy)
+		return nil, &busyError{src: src, site: site, open: mine, here: true}
 	}
 	start := randomOffset(limit)
 	for i := range limit {
-		key := prefix + strconv.Itoa((start+i)%limit)
+		key := keys.slot((start + i) % limit)
 		s.mu.Lock()
 		_, held := s.held[key]
 		seen, taken := s.slots[key]
@@ -73,8 +73,27 @@ func (s *Shaper) AcquireConn(ctx context.Context, src, site string) (func(), err
 		var once sync.Once
 		return func() { once.Do(func() { s.releaseSlot(key) }) }, nil
 	}
-	return nil, fmt.Errorf("%s toward %s: %d connections open: %w", src, site, limit, delivery.ErrBusy)
+	return nil, &busyError{src: src, site: site, open: limit}
 }
+
+// busyError is delivery.ErrBusy with its (source IP, site). It is what
+// waiting workers hear again and again under load, so it is formatted
+// only when read.
+type busyError struct {
+	src, site string
+	open      int
+	here      bool // every slot is this process's
+}
+
+func (e *busyError) Error() string {
+	where := ""
+	if e.here {
+		where = " here"
+	}
+	return fmt.Sprintf("%s toward %s: %d connections open%s: %v", e.src, e.site, e.open, where, delivery.ErrBusy)
+}
+
+func (e *busyError) Unwrap() error { return delivery.ErrBusy }
 
 // dropHeld forgets a slot of this process. Lock held.
 func (s *Shaper) dropHeld(key string) {

@@ -230,7 +230,11 @@ func TestAcquireConn_AnswersFromMemory(t *testing.T) {
 	a.nc.Close()
 	cctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	if _, err := a.shaper.AcquireConn(cctx, "127.0.0.3", "tight"); !errors.Is(err, delivery.ErrBusy) {
+	_, err = a.shaper.AcquireConn(cctx, "127.0.0.3", "tight")
+	if !errors.Is(err, delivery.ErrBusy) {
 		t.Fatalf("a at its limit with NATS gone: %v, want ErrBusy from memory", err)
+	}
+	if want := "127.0.0.3 toward tight: 2 connections open here: " + delivery.ErrBusy.Error(); err.Error() != want {
+		t.Errorf("error %q, want %q", err, want)
 	}
 }

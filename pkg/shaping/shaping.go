@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -207,6 +208,19 @@ type pairKeys struct {
 	rate, rateh string
 	conn        string // prefix of the connection slots
 	warm        string // prefix of the warm-up counters (the day follows)
+
+	mu    sync.Mutex
+	slots []string // conn + n, by n
+}
+
+// slot is the key of connection slot n.
+func (k *pairKeys) slot(n int) string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for len(k.slots) <= n {
+		k.slots = append(k.slots, k.conn+strconv.Itoa(len(k.slots)))
+	}
+	return k.slots[n]
 }
 
 // maxKeys bounds the caches of pairKeys and of sites: past it (a sender
