@@ -86,11 +86,17 @@ func TestAcquireConn_CrashedHolderSlotReturns(t *testing.T) {
 		t.Fatalf("slot of a live holder after two leases: AcquireConn = %v, want ErrBusy", err)
 	}
 	release()
-	rb, err := b.shaper.AcquireConn(ctx, "127.0.0.2", "s1")
-	if err != nil {
-		t.Fatalf("after release: %v", err)
-	}
-	rb()
+	// b hears of the release through its watch: within a second, well
+	// before the slot could have lapsed (it was rewritten at most a third
+	// of a lease ago).
+	eventually(t, time.Second, "b takes the slot a released", func() bool {
+		rb, err := b.shaper.AcquireConn(ctx, "127.0.0.2", "s1")
+		if err != nil {
+			return false
+		}
+		rb()
+		return true
+	})
 
 	// A crashed holder.
 	if _, err := a.shaper.AcquireConn(ctx, "127.0.0.2", "s2"); err != nil {
