@@ -54,5 +54,12 @@ eval-classifier:
 model:
 	$(GO) run ./cmd/outflow classifier train -corpus $(CORPUS) -out pkg/classify/model.bin
 
-# Every quality evaluation on the shared corpora (the classifier's today).
-eval: eval-classifier
+# Feedback parsers: bounce reasons against Sisimai's labels (agreement,
+# confusions) and every corpus bounce parsed. Seconds.
+FEEDBACK_CORPUS ?= ../shared/corpus
+.PHONY: eval-feedback
+eval-feedback:
+	$(GO) run ./internal/tools/evalfeedback -corpus $(FEEDBACK_CORPUS)
+
+# Every quality evaluation on the shared corpora.
+eval: eval-classifier eval-feedback

@@ -38,6 +38,7 @@ commands:
   ctl          operator tool (tenants, policy, domains)
   classify     score message files and print one JSON verdict per message
   classifier train   rebuild the embedded spam model from a corpus
+  bounce parse [FILE...]  parse bounces (DSNs) to JSON, one object per file
   version      print the version
 `
 
@@ -56,6 +57,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runRole(ctx, "classifier", args[1:], stderr)
 	case "all", "nats", "ingest", "router", "sender", "analytics", "feedback":
 		return runRole(ctx, args[0], args[1:], stderr)
+	case "bounce":
+		return runBounce(ctx, args[1:], stdin, stdout, stderr)
 	case "ctl":
 		return runCtl(ctx, args[1:], stdin, stdout, stderr)
 	case "version":

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/outflowmail/outflow/pkg/dsn"
+)
+
+// bounceJSON is one line of `outflow bounce parse`.
+type bounceJSON struct {
+	File       string          `json:"file"`
+	Bounce     bool            `json:"bounce"`
+	Recipients []dsn.Recipient `json:"recipients"`
+	AutoReply  bool            `json:"auto_reply"`
+	Original   dsn.Original    `json:"original"`
+	Error      string          `json:"error,omitempty"`
+}
+
+// runBounce is `outflow bounce parse [FILE...]`: one JSON object per file
+// (stdin when none).
+func runBounce(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "parse" {
+		fmt.Fprintln(stderr, "usage: outflow bounce parse [FILE...]")
+		return errors.New("bounce: unknown subcommand")
+	}
+	enc := json.NewEncoder(stdout)
+	var failed error
+	each(args[1:], stdin, func(name string, raw []byte, err error) {
+		out := bounceJSON{File: name, Recipients: []dsn.Recipient{}}
+		if err == nil {
+			var rep *dsn.Report
+			if rep, err = dsn.ParseBytes(raw); err == nil {
+				out.Bounce, out.AutoReply, out.Original = rep.IsBounce, rep.AutoReply, rep.Original
+				if rep.Recipients != nil {
+					out.Recipients = rep.Recipients
+				}
+			}
+		}
+		if err != nil {
+			out.Error = err.Error()
+			failed = fmt.Errorf("%s: %w", name, err)
+		}
+		_ = enc.Encode(out)
+	})
+	return failed
+}
+
+// each calls fn with every named file's content, or stdin's ("-").
+func each(files []string, stdin io.Reader, fn func(name string, raw []byte, err error)) {
+	if len(files) == 0 {
+		raw, err := io.ReadAll(io.LimitReader(stdin, dsn.MaxSize))
+		fn("-", raw, err)
+		return
+	}
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		fn(f, bytes.TrimPrefix(raw, []byte{0xef, 0xbb, 0xbf}), err)
+	}
+}

@@ -1,0 +1,134 @@
+// Command evalfeedback measures the feedback parsers on the shared
+// corpora: the bounce reason of the first failed recipient against
+// Sisimai's labels (agreement and confusions), and that every bounce of
+// the corpus, labelled or not, parses without error.
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/outflowmail/outflow/pkg/dsn"
+)
+
+func main() {
+	corpus := flag.String("corpus", "../shared/corpus", "directory holding sisimai-bounces/")
+	flag.Parse()
+	if err := bounces(filepath.Join(*corpus, "sisimai-bounces")); err != nil {
+		fmt.Fprintln(os.Stderr, "evalfeedback:", err)
+		os.Exit(1)
+	}
+}
+
+// predict is the label the parser gives a message, in the corpus's terms.
+func predict(rep *dsn.Report) string {
+	switch {
+	case rep.AutoReply:
+		return "vacation"
+	case !rep.IsBounce || len(rep.Recipients) == 0:
+		return "notbounce"
+	}
+	return rep.Recipients[0].Reason
+}
+
+func bounces(dir string) error {
+	labels, err := readLabels(filepath.Join(dir, "labels.tsv"))
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(labels))
+	for n := range labels {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	agree := 0
+	confusion := map[[2]string]int{}
+	perLabel := map[string][2]int{}
+	for _, n := range names {
+		got := "error"
+		if f, err := os.Open(filepath.Join(dir, "emails", n)); err == nil {
+			if rep, err := dsn.Parse(f); err == nil {
+				got = predict(rep)
+			}
+			f.Close()
+		}
+		want := labels[n]
+		pl := perLabel[want]
+		pl[1]++
+		if got == want {
+			agree++
+			pl[0]++
+		} else {
+			confusion[[2]string{want, got}]++
+		}
+		perLabel[want] = pl
+	}
+	fmt.Printf("bounces (sisimai-bounces): first failed recipient's reason agrees with the label for %d of %d mails: %.1f %%\n",
+		agree, len(names), 100*float64(agree)/float64(len(names)))
+	fmt.Println("\nper label (agree/total):")
+	ls := make([]string, 0, len(perLabel))
+	for l := range perLabel {
+		ls = append(ls, l)
+	}
+	sort.Slice(ls, func(i, j int) bool { return perLabel[ls[i]][1] > perLabel[ls[j]][1] || perLabel[ls[i]][1] == perLabel[ls[j]][1] && ls[i] < ls[j] })
+	for _, l := range ls {
+		fmt.Printf("  %-16s %3d/%-3d\n", l, perLabel[l][0], perLabel[l][1])
+	}
+	type cf struct {
+		k [2]string
+		n int
+	}
+	var cs []cf
+	for k, n := range confusion {
+		cs = append(cs, cf{k, n})
+	}
+	sort.Slice(cs, func(i, j int) bool { return cs[i].n > cs[j].n || cs[i].n == cs[j].n && cs[i].k[0]+cs[i].k[1] < cs[j].k[0]+cs[j].k[1] })
+	fmt.Println("\ntop confusions (label -> predicted: count):")
+	for i, c := range cs {
+		if i == 20 {
+			break
+		}
+		fmt.Printf("  %-16s -> %-16s %d\n", c.k[0], c.k[1], c.n)
+	}
+	// Robustness: every file of emails/ and unlabelled/ parses.
+	total, failed := 0, 0
+	for _, sub := range []string{"emails", "unlabelled"} {
+		files, _ := filepath.Glob(filepath.Join(dir, sub, "*"))
+		for _, p := range files {
+			total++
+			f, err := os.Open(p)
+			if err == nil {
+				_, err = dsn.Parse(f)
+				f.Close()
+			}
+			if err != nil {
+				failed++
+				fmt.Printf("  parse error %s: %v\n", p, err)
+			}
+		}
+	}
+	fmt.Printf("\nrobustness: %d of %d files (emails/ + unlabelled/) parsed without error or panic\n", total-failed, total)
+	return nil
+}
+
+func readLabels(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	out := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		name, label, ok := strings.Cut(sc.Text(), "\t")
+		if ok && name != "" {
+			out[name] = strings.TrimSpace(label)
+		}
+	}
+	return out, sc.Err()
+}
