@@ -184,6 +184,10 @@ var table = map[string]*phrases{
 			"retry time not reached for any host after a long failure period", "server did not respond",
 			"this message has been in the queue too long", "unable to deliver message after multiple retries",
 			"was not reachable within the allowed queue period", "your message could not be delivered for more than",
+			// Common expiry wording of Exim, OpenSMTPD, Gmail and others.
+			"retry timeout exceeded", "envelope expired", "message will be retried for",
+			"did not accept our requests to connect", "has not been delivered yet", "delivery is delayed",
+			"in the queue too long", "queue time exceeded", "maximum time in queue",
 		},
 		aligned: [][]string{{"could not be delivered for", " days"}},
 	},

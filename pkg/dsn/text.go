@@ -85,17 +85,19 @@ func around(text, addr string) string {
 	lower := strings.ToLower(text)
 	lines := strings.Split(text, "\n")
 	llines := strings.Split(lower, "\n")
-	start := -1
+	var starts []int
 	if addr != "" {
 		for i, l := range llines {
 			if strings.Contains(l, addr) && !headerLine(strings.TrimSpace(l)) {
-				start = i
-				break
+				starts = append(starts, i)
+				if len(starts) == 3 {
+					break
+				}
 			}
 		}
 	}
 	var b strings.Builder
-	if start >= 0 {
+	for _, start := range starts {
 		n := 0
 		for i := start; i < len(lines) && n < 8; i++ {
 			t := strings.TrimSpace(lines[i])

@@ -75,7 +75,9 @@ func bounces(dir string) error {
 	for l := range perLabel {
 		ls = append(ls, l)
 	}
-	sort.Slice(ls, func(i, j int) bool { return perLabel[ls[i]][1] > perLabel[ls[j]][1] || perLabel[ls[i]][1] == perLabel[ls[j]][1] && ls[i] < ls[j] })
+	sort.Slice(ls, func(i, j int) bool {
+		return perLabel[ls[i]][1] > perLabel[ls[j]][1] || perLabel[ls[i]][1] == perLabel[ls[j]][1] && ls[i] < ls[j]
+	})
 	for _, l := range ls {
 		fmt.Printf("  %-16s %3d/%-3d\n", l, perLabel[l][0], perLabel[l][1])
 	}
@@ -87,7 +89,9 @@ func bounces(dir string) error {
 	for k, n := range confusion {
 		cs = append(cs, cf{k, n})
 	}
-	sort.Slice(cs, func(i, j int) bool { return cs[i].n > cs[j].n || cs[i].n == cs[j].n && cs[i].k[0]+cs[i].k[1] < cs[j].k[0]+cs[j].k[1] })
+	sort.Slice(cs, func(i, j int) bool {
+		return cs[i].n > cs[j].n || cs[i].n == cs[j].n && cs[i].k[0]+cs[i].k[1] < cs[j].k[0]+cs[j].k[1]
+	})
 	fmt.Println("\ntop confusions (label -> predicted: count):")
 	for i, c := range cs {
 		if i == 20 {
