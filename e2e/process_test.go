@@ -53,6 +53,7 @@ sender:
 analytics:
   clickhouse: {addr: "{{.ClickHouse}}"}
   flush_interval: 200ms
+  reputation: {enabled: false}   # these flows are not about reputation; the abuse drill is
 {{if .Capture}}capture: {enabled: true, addr: "{{.Capture}}", dir: "{{.CaptureDir}}"}{{end}}
 `))
 

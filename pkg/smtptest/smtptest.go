@@ -182,11 +182,14 @@ func (r *Receiver) Messages() []Message {
 	return append([]Message(nil), r.messages...)
 }
 
-// Wait waits up to 15 seconds for at least n messages and returns them; it
-// fails the test when they do not come.
+// Wait waits for at least n messages and returns them. It fails the test
+// when 15 seconds pass without a new message, or 3 minutes in all: a slow
+// machine (race detector, parallel packages) may take long, a stalled flow
+// is still caught quickly.
 func (r *Receiver) Wait(tb testing.TB, n int) []Message {
 	tb.Helper()
-	timeout := time.After(15 * time.Second)
+	const stall, limit = 15 * time.Second, 3 * time.Minute
+	deadline := time.After(limit)
 	for {
 		r.mu.Lock()
 		got, changed := len(r.messages), r.changed
@@ -196,8 +199,10 @@ func (r *Receiver) Wait(tb testing.TB, n int) []Message {
 		}
 		select {
 		case <-changed:
-		case <-timeout:
-			tb.Fatalf("smtptest: %d messages after 15s, want %d", got, n)
+		case <-time.After(stall):
+			tb.Fatalf("smtptest: %d messages, want %d; none for %s", got, n, stall)
+		case <-deadline:
+			tb.Fatalf("smtptest: %d messages after %s, want %d", got, limit, n)
 		}
 	}
 }
