@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
+	"github.com/outflowmail/outflow/pkg/arf"
 	"github.com/outflowmail/outflow/pkg/dsn"
 )
 
@@ -62,4 +64,69 @@ func each(files []string, stdin io.Reader, fn func(name string, raw []byte, err 
 		raw, err := os.ReadFile(f)
 		fn(f, bytes.TrimPrefix(raw, []byte{0xef, 0xbb, 0xbf}), err)
 	}
+}
+
+// complaintJSON is one line of `outflow complaint parse`.
+type complaintJSON struct {
+	File         string   `json:"file"`
+	FeedbackType string   `json:"feedback_type"`
+	Source       string   `json:"source"`
+	MessageID    string   `json:"message_id"`
+	Recipient    string   `json:"recipient"`
+	ReturnPath   string   `json:"return_path"`
+	FeedbackID   string   `json:"feedback_id"`
+	Tenant       string   `json:"tenant"`
+	SourceIP     string   `json:"source_ip,omitempty"`
+	UserAgent    string   `json:"user_agent,omitempty"`
+	Types        []string `json:"feedback_types,omitempty"`
+	Error        string   `json:"error,omitempty"`
+}
+
+// runComplaint is `outflow complaint parse [FILE...]`.
+func runComplaint(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "parse" {
+		fmt.Fprintln(stderr, "usage: outflow complaint parse [FILE...]")
+		return errors.New("complaint: unknown subcommand")
+	}
+	enc := json.NewEncoder(stdout)
+	var failed error
+	each(args[1:], stdin, func(name string, raw []byte, err error) {
+		out := complaintJSON{File: name}
+		if err == nil {
+			var rep *arf.Report
+			if rep, err = arf.ParseBytes(raw); err == nil {
+				out.FeedbackType, out.Types = rep.FeedbackType, rep.Types
+				out.Source = rep.ReportingMTA
+				if out.Source == "" {
+					out.Source = rep.UserAgent
+				}
+				out.SourceIP, out.UserAgent = rep.SourceIP, rep.UserAgent
+				out.MessageID = rep.Original.MessageID
+				if len(rep.OriginalRcptTo) > 0 {
+					out.Recipient = rep.OriginalRcptTo[0]
+				}
+				out.ReturnPath = rep.OriginalMailFrom
+				out.FeedbackID = rep.Original.FeedbackID
+				out.Tenant = feedbackIDTenant(out.FeedbackID)
+			}
+		}
+		if err != nil {
+			out.Error = err.Error()
+			failed = fmt.Errorf("%s: %w", name, err)
+		}
+		_ = enc.Encode(out)
+	})
+	return failed
+}
+
+// feedbackIDTenant is the tenant field of our Feedback-ID
+// (campaign:tenant:pool:provider, services/sender identity.go), or "".
+// The feedback worker checks it against the tenant directory; this
+// command only reads it.
+func feedbackIDTenant(fid string) string {
+	parts := strings.Split(strings.TrimSpace(fid), ":")
+	if len(parts) < 3 {
+		return ""
+	}
+	return parts[1]
 }

@@ -39,6 +39,7 @@ commands:
   classify     score message files and print one JSON verdict per message
   classifier train   rebuild the embedded spam model from a corpus
   bounce parse [FILE...]  parse bounces (DSNs) to JSON, one object per file
+  complaint parse [FILE...]  parse ARF complaints to JSON, one object per file
   version      print the version
 `
 
@@ -59,6 +60,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runRole(ctx, args[0], args[1:], stderr)
 	case "bounce":
 		return runBounce(ctx, args[1:], stdin, stdout, stderr)
+	case "complaint":
+		return runComplaint(ctx, args[1:], stdin, stdout, stderr)
 	case "ctl":
 		return runCtl(ctx, args[1:], stdin, stdout, stderr)
 	case "version":

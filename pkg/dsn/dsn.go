@@ -219,11 +219,11 @@ func (w *walker) entity(e *message.Entity, depth int) {
 	mt = strings.ToLower(mt)
 	if mr := e.MultipartReader(); mr != nil {
 		for {
+			// Unknown charsets and encodings come with the part: read it
+			// raw. Any other error ends the multipart (retrying could
+			// loop forever on the same bytes).
 			p, err := mr.NextPart()
-			if err != nil {
-				if message.IsUnknownCharset(err) || message.IsUnknownEncoding(err) {
-					continue
-				}
+			if err != nil && (p == nil || !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err)) {
 				return
 			}
 			w.entity(p, depth+1)

@@ -13,15 +13,21 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/outflowmail/outflow/pkg/arf"
 	"github.com/outflowmail/outflow/pkg/dsn"
 )
 
 func main() {
 	corpus := flag.String("corpus", "../shared/corpus", "directory holding sisimai-bounces/")
 	flag.Parse()
-	if err := bounces(filepath.Join(*corpus, "sisimai-bounces")); err != nil {
-		fmt.Fprintln(os.Stderr, "evalfeedback:", err)
-		os.Exit(1)
+	for _, step := range []func() error{
+		func() error { return bounces(filepath.Join(*corpus, "sisimai-bounces")) },
+		func() error { return complaints(filepath.Join(*corpus, "arf-complaints")) },
+	} {
+		if err := step(); err != nil {
+			fmt.Fprintln(os.Stderr, "evalfeedback:", err)
+			os.Exit(1)
+		}
 	}
 }
 
@@ -135,4 +141,38 @@ func readLabels(path string) (map[string]string, error) {
 		}
 	}
 	return out, sc.Err()
+}
+
+// complaints compares the feedback type of every ARF corpus file with
+// its label (column 2 of labels.tsv, which has a header line).
+func complaints(dir string) error {
+	labels, err := readLabels(filepath.Join(dir, "labels.tsv"))
+	if err != nil {
+		return err
+	}
+	delete(labels, "file")
+	names := make([]string, 0, len(labels))
+	for n := range labels {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	agree := 0
+	for _, n := range names {
+		want, _, _ := strings.Cut(labels[n], "\t")
+		got := "error"
+		if f, err := os.Open(filepath.Join(dir, "emails", n)); err == nil {
+			if rep, err := arf.Parse(f); err == nil {
+				got = rep.FeedbackType
+			}
+			f.Close()
+		}
+		if got == want {
+			agree++
+		} else {
+			fmt.Printf("  complaint %s: got %s, want %s\n", n, got, want)
+		}
+	}
+	fmt.Printf("\ncomplaints (arf-complaints): feedback type agrees with the label for %d of %d reports: %.1f %%\n",
+		agree, len(names), 100*float64(agree)/float64(len(names)))
+	return nil
 }
