@@ -3,6 +3,10 @@ package feedback
 import (
 	"errors"
 	"fmt"
+	"strings"
+
+	"github.com/outflowmail/outflow/pkg/dsn"
+	"github.com/outflowmail/outflow/pkg/events"
 )
 
 // ErrNoParser: no parser for the report's kind is built in yet; the report
@@ -24,7 +28,7 @@ func (reportParser) Parse(mailbox string, raw []byte) (Finding, error) {
 		f, err := parseStandardARF(raw)
 		if err != nil && mailbox == "fbl" {
 			// Some receivers send bounces of our own mail to the FBL address.
-			if d, derr := parseStandardDSN(raw); derr == nil {
+			if d, derr := parseDSN(raw); derr == nil && d.Class == ClassDSN {
 				return d, nil
 			}
 		}
@@ -33,7 +37,7 @@ func (reportParser) Parse(mailbox string, raw []byte) (Finding, error) {
 		}
 		return f, nil
 	case kindDSN:
-		f, err := parseStandardDSN(raw)
+		f, err := parseDSN(raw)
 		if err != nil {
 			if autoReply(raw) {
 				return Finding{Class: ClassAutoReply}, nil
@@ -46,4 +50,41 @@ func (reportParser) Parse(mailbox string, raw []byte) (Finding, error) {
 	default:
 		return Finding{}, fmt.Errorf("%s report: %w", kind, ErrNoParser)
 	}
+}
+
+// errNotBounce: the DSN parser found neither a bounce nor an auto-reply.
+var errNotBounce = errors.New("not a delivery status notification")
+
+// parseDSN reads a bounce with pkg/dsn (RFC 3464 and the free-text formats
+// of real MTAs): one bounce per recipient whose delivery failed. A delay
+// notice is a DSN without bounces: counted, nothing else.
+func parseDSN(raw []byte) (Finding, error) {
+	r, err := dsn.ParseBytes(raw)
+	if err != nil {
+		return Finding{}, err
+	}
+	if r.AutoReply {
+		return Finding{Class: ClassAutoReply}, nil
+	}
+	if !r.IsBounce {
+		return Finding{}, errNotBounce
+	}
+	f := Finding{Class: ClassDSN, Original: Original{
+		ReturnPath: r.Original.ReturnPath, MessageID: r.Original.MessageID,
+		FeedbackID: r.Original.FeedbackID, Received: r.Original.Received,
+	}}
+	for _, rc := range r.Recipients {
+		// RFC 3464 2.3.3: only "failed" is a bounce; free-text formats give
+		// no action.
+		switch strings.ToLower(rc.Action) {
+		case "", "failed":
+		default:
+			continue
+		}
+		f.Bounces = append(f.Bounces, events.Bounce{
+			Rcpt: rc.Address, Status: rc.Status, ReplyCode: rc.ReplyCode, Diagnostic: rc.Diagnostic,
+			RemoteMTA: rc.RemoteMTA, Reason: rc.Reason, Hard: rc.Hard,
+		})
+	}
+	return f, nil
 }

@@ -20,7 +20,7 @@ func TestParse(t *testing.T) {
 		{"arf", "fbl", testARF("r@b.test", "angry@y.example", "abuse"), ClassARF, "", "", "abuse"},
 		{"arf without feedback type", "fbl", strings.Replace(testARF("r@b.test", "a@y.example", "abuse"), "Feedback-Type: abuse\r\n", "", 1), "", "Feedback-Type", "", ""},
 		{"dsn sent to the fbl address", "fbl", testDSN("r@b.test", "gone@x.example", "5.1.1", "550 5.1.1 unknown"), ClassDSN, "", "gone@x.example userunknown:true", ""},
-		{"plain note to postmaster", "bounce", "From: a@b.example\r\nSubject: hi\r\n\r\nhello\r\n", "", "not multipart", "", ""},
+		{"plain note to postmaster", "bounce", "From: a@b.example\r\nSubject: hi\r\n\r\nhello\r\n", "", "not a delivery status notification", "", ""},
 		{"vacation", "bounce", "From: a@b.example\r\nX-Autoreply: yes\r\nSubject: away\r\n\r\naway\r\n", ClassAutoReply, "", "", ""},
 		{"dmarc without report", "dmarc", "From: noreply-dmarc@google.com\r\nSubject: Report domain: x\r\n\r\n", "", "no XML, gzip or zip", "", ""},
 	}

@@ -12,18 +12,15 @@ import (
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/textproto"
 
-	"github.com/outflowmail/outflow/pkg/bouncereason"
 	"github.com/outflowmail/outflow/pkg/events"
 )
 
-// This file reads the standard report formats only: RFC 6522
-// multipart/report with an RFC 3464 delivery-status part or an RFC 5965
-// feedback-report part. The non-standard bounce formats of real MTAs are
-// pkg/dsn's (issue 5's parser work); the worker uses it when it is built in.
+// This file reads RFC 6522 multipart/report messages with an RFC 5965
+// feedback-report part: the worker's complaint reader until pkg/arf (issue
+// 5's parser work) is built in. Bounces are read by pkg/dsn.
 
 // Errors of the standard-report reader.
 var (
-	errNoStatusPart   = errors.New("no message/delivery-status part")
 	errNoFeedbackPart = errors.New("no message/feedback-report part")
 )
 
@@ -123,46 +120,6 @@ func readFieldBlocks(body []byte) []textproto.Header {
 			return out
 		}
 	}
-}
-
-// parseStandardDSN reads an RFC 3464 DSN: one bounce per recipient whose
-// Action is failed (RFC 3464 2.3.3; delayed, delivered, relayed and expanded
-// are not bounces).
-func parseStandardDSN(raw []byte) (Finding, error) {
-	report, orig, err := reportParts(raw, "message/delivery-status", "message/global-delivery-status")
-	if err != nil {
-		return Finding{}, err
-	}
-	if report == nil {
-		return Finding{}, errNoStatusPart
-	}
-	blocks := readFieldBlocks(report)
-	f := Finding{Class: ClassDSN, Original: originalOf(orig)}
-	for _, b := range blocks[min(1, len(blocks)):] { // the first group is per-message
-		if !strings.EqualFold(strings.TrimSpace(b.Get("Action")), "failed") {
-			continue
-		}
-		rcpt := addrOf(b.Get("Original-Recipient"))
-		if rcpt == "" {
-			rcpt = addrOf(b.Get("Final-Recipient"))
-		}
-		status := strings.TrimSpace(b.Get("Status"))
-		diag := b.Get("Diagnostic-Code")
-		if _, after, ok := strings.Cut(diag, ";"); ok {
-			diag = strings.TrimSpace(after)
-		}
-		code := bouncereason.FindCode(diag)
-		reason := bouncereason.Classify(bouncereason.Input{Code: code, Status: status, Text: diag, Action: "failed"})
-		f.Bounces = append(f.Bounces, events.Bounce{
-			Rcpt: rcpt, Status: status, ReplyCode: code, Diagnostic: diag,
-			RemoteMTA: addrOf(b.Get("Remote-MTA")), Reason: reason,
-			Hard: bouncereason.HardStatus(reason, status, code),
-		})
-	}
-	if len(f.Bounces) == 0 {
-		return Finding{}, errors.New("delivery-status names no failed recipient")
-	}
-	return f, nil
 }
 
 // parseStandardARF reads an RFC 5965 feedback report.
