@@ -3,8 +3,10 @@ package feedback
 import (
 	"errors"
 	"fmt"
+	"net/mail"
 	"strings"
 
+	"github.com/outflowmail/outflow/pkg/arf"
 	"github.com/outflowmail/outflow/pkg/dsn"
 	"github.com/outflowmail/outflow/pkg/events"
 )
@@ -25,7 +27,7 @@ func NewParser() Parser { return reportParser{} }
 func (reportParser) Parse(mailbox string, raw []byte) (Finding, error) {
 	switch kind := classify(mailbox, raw); kind {
 	case kindARF:
-		f, err := parseStandardARF(raw)
+		f, err := parseComplaint(raw)
 		if err != nil && mailbox == "fbl" {
 			// Some receivers send bounces of our own mail to the FBL address.
 			if d, derr := parseDSN(raw); derr == nil && d.Class == ClassDSN {
@@ -87,4 +89,37 @@ func parseDSN(raw []byte) (Finding, error) {
 		})
 	}
 	return f, nil
+}
+
+// errNotComplaint: the ARF parser found no feedback type.
+var errNotComplaint = errors.New("no feedback report (RFC 5965 3.1 Feedback-Type)")
+
+// parseComplaint reads a complaint with pkg/arf (RFC 5965, sparse and
+// redacted reports, JMRP).
+func parseComplaint(raw []byte) (Finding, error) {
+	r, err := arf.ParseBytes(raw)
+	if err != nil {
+		return Finding{}, err
+	}
+	if r.FeedbackType == "" || r.FeedbackType == arf.None {
+		return Finding{}, errNotComplaint
+	}
+	o := Original{
+		ReturnPath: r.Original.ReturnPath, MessageID: r.Original.MessageID,
+		FeedbackID: r.Original.FeedbackID, Received: r.Original.Received,
+	}
+	if o.ReturnPath == "" {
+		o.ReturnPath = r.OriginalMailFrom
+	}
+	c := &events.Complaint{
+		FeedbackType: r.FeedbackType, UserAgent: r.UserAgent, ReportingMTA: r.ReportingMTA,
+		SourceIP: r.SourceIP, MessageID: o.MessageID, FeedbackID: o.FeedbackID,
+	}
+	if len(r.OriginalRcptTo) > 0 {
+		c.Rcpt = strings.Trim(r.OriginalRcptTo[0], "<> ")
+	}
+	if t, err := mail.ParseDate(r.ArrivalDate); err == nil {
+		c.Arrival = t.UTC()
+	}
+	return Finding{Class: ClassARF, Complaint: c, Original: o}, nil
 }
