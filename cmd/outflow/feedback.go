@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/outflowmail/outflow/pkg/arf"
+	"github.com/outflowmail/outflow/pkg/dmarcreport"
 	"github.com/outflowmail/outflow/pkg/dsn"
 )
 
@@ -56,7 +57,7 @@ func runBounce(_ context.Context, args []string, stdin io.Reader, stdout, stderr
 // each calls fn with every named file's content, or stdin's ("-").
 func each(files []string, stdin io.Reader, fn func(name string, raw []byte, err error)) {
 	if len(files) == 0 {
-		raw, err := io.ReadAll(io.LimitReader(stdin, dsn.MaxSize))
+		raw, err := io.ReadAll(io.LimitReader(stdin, dmarcreport.MaxSize))
 		fn("-", raw, err)
 		return
 	}
@@ -129,4 +130,34 @@ func feedbackIDTenant(fid string) string {
 		return ""
 	}
 	return parts[1]
+}
+
+// dmarcJSON is one line of `outflow dmarc parse`.
+type dmarcJSON struct {
+	File   string              `json:"file"`
+	Report *dmarcreport.Report `json:"report,omitempty"`
+	Error  string              `json:"error,omitempty"`
+}
+
+// runDMARC is `outflow dmarc parse [FILE...]`: one JSON object per
+// file; an invalid report has "error" naming the element at fault.
+func runDMARC(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "parse" {
+		fmt.Fprintln(stderr, "usage: outflow dmarc parse [FILE...]")
+		return errors.New("dmarc: unknown subcommand")
+	}
+	enc := json.NewEncoder(stdout)
+	var failed error
+	each(args[1:], stdin, func(name string, raw []byte, err error) {
+		out := dmarcJSON{File: name}
+		if err == nil {
+			out.Report, err = dmarcreport.ParseBytes(raw)
+		}
+		if err != nil {
+			out.Error = err.Error()
+			failed = fmt.Errorf("%s: %w", name, err)
+		}
+		_ = enc.Encode(out)
+	})
+	return failed
 }

@@ -40,6 +40,7 @@ commands:
   classifier train   rebuild the embedded spam model from a corpus
   bounce parse [FILE...]  parse bounces (DSNs) to JSON, one object per file
   complaint parse [FILE...]  parse ARF complaints to JSON, one object per file
+  dmarc parse [FILE...]  parse DMARC aggregate reports to JSON, one object per file
   version      print the version
 `
 
@@ -62,6 +63,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runBounce(ctx, args[1:], stdin, stdout, stderr)
 	case "complaint":
 		return runComplaint(ctx, args[1:], stdin, stdout, stderr)
+	case "dmarc":
+		return runDMARC(ctx, args[1:], stdin, stdout, stderr)
 	case "ctl":
 		return runCtl(ctx, args[1:], stdin, stdout, stderr)
 	case "version":

@@ -13,7 +13,10 @@ import (
 	"sort"
 	"strings"
 
+	"encoding/json"
+
 	"github.com/outflowmail/outflow/pkg/arf"
+	"github.com/outflowmail/outflow/pkg/dmarcreport"
 	"github.com/outflowmail/outflow/pkg/dsn"
 )
 
@@ -23,6 +26,7 @@ func main() {
 	for _, step := range []func() error{
 		func() error { return bounces(filepath.Join(*corpus, "sisimai-bounces")) },
 		func() error { return complaints(filepath.Join(*corpus, "arf-complaints")) },
+		func() error { return dmarc(filepath.Join(*corpus, "dmarc-aggregate")) },
 	} {
 		if err := step(); err != nil {
 			fmt.Fprintln(os.Stderr, "evalfeedback:", err)
@@ -175,4 +179,79 @@ func complaints(dir string) error {
 	fmt.Printf("\ncomplaints (arf-complaints): feedback type agrees with the label for %d of %d reports: %.1f %%\n",
 		agree, len(names), 100*float64(agree)/float64(len(names)))
 	return nil
+}
+
+// dmarc parses every report of files.tsv: files of parsedmarc's
+// aggregate_invalid set ("invalid__" in the name) must be rejected, all
+// others parsed; where mail-auth's expected parse exists, the rows'
+// source IPs and counts must match it.
+func dmarc(dir string) error {
+	files, err := readLabels(filepath.Join(dir, "files.tsv"))
+	if err != nil {
+		return err
+	}
+	delete(files, "file")
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	good := 0
+	for _, n := range names {
+		wantInvalid := strings.Contains(n, "invalid__")
+		f, err := os.Open(filepath.Join(dir, "reports", n))
+		if err != nil {
+			return err
+		}
+		rep, perr := dmarcreport.Parse(f)
+		f.Close()
+		ok := (perr != nil) == wantInvalid
+		note := ""
+		if perr != nil {
+			note = perr.Error()
+		}
+		if ok && perr == nil {
+			cols := strings.Split(files[n], "\t")
+			if exp := cols[len(cols)-1]; strings.HasPrefix(exp, "expected/") {
+				if msg := compareExpected(filepath.Join(dir, exp), rep); msg != "" {
+					ok, note = false, msg
+				}
+			}
+		}
+		if ok {
+			good++
+		}
+		if !ok || perr != nil {
+			fmt.Printf("  dmarc %s: ok=%v %s\n", n, ok, note)
+		}
+	}
+	fmt.Printf("\ndmarc (dmarc-aggregate): %d of %d reports handled as expected (valid parsed and matching expected/, invalid rejected)\n", good, len(names))
+	return nil
+}
+
+func compareExpected(path string, rep *dmarcreport.Report) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	var exp struct {
+		Record []struct {
+			Row struct {
+				SourceIP string `json:"source_ip"`
+				Count    int64  `json:"count"`
+			} `json:"row"`
+		} `json:"record"`
+	}
+	if err := json.Unmarshal(b, &exp); err != nil {
+		return "expected: " + err.Error()
+	}
+	if len(exp.Record) != len(rep.Rows) {
+		return fmt.Sprintf("%d rows, expected %d", len(rep.Rows), len(exp.Record))
+	}
+	for i, r := range exp.Record {
+		if r.Row.SourceIP != rep.Rows[i].SourceIP || r.Row.Count != rep.Rows[i].Count {
+			return fmt.Sprintf("row %d: %s x%d, expected %s x%d", i+1, rep.Rows[i].SourceIP, rep.Rows[i].Count, r.Row.SourceIP, r.Row.Count)
+		}
+	}
+	return ""
 }
