@@ -12,6 +12,7 @@
 package bouncereason
 
 import (
+	"regexp"
 	"strconv"
 	"strings"
 )
@@ -108,7 +109,7 @@ func Classify(in Input) string {
 	if st == "" {
 		st = FindStatus(in.Text)
 	}
-	text := normalize(in.Text)
+	text := contRE.ReplaceAllString(normalize(in.Text), " ")
 	if in.Code == 0 {
 		in.Code = FindCode(in.Text)
 	}
@@ -123,6 +124,11 @@ func Classify(in Input) string {
 	if !in.Mailer {
 		for _, r := range firstOrder {
 			if f.probe(r) {
+				// A domain that does not resolve for now is a network
+				// problem; hostunknown is the permanent verdict.
+				if r == HostUnknown && (strings.HasPrefix(st, "4.") || in.Code/100 == 4) {
+					return NetworkError
+				}
 				return r
 			}
 		}
@@ -142,6 +148,10 @@ func Classify(in Input) string {
 	}
 	return Undefined
 }
+
+// contRE matches the code prefixes of continuation lines of a multiline
+// reply (RFC 5321 4.2.1: "550-5.2.1 "), which split phrases.
+var contRE = regexp.MustCompile(` [245][0-9][0-9]-(?:[245]\.[0-9]{1,3}\.[0-9]{1,3} )?`)
 
 // firstOrder is the order in which reasons are probed with the status
 // code and the text together; the first that holds wins.

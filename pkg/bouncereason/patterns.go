@@ -207,6 +207,7 @@ var table = map[string]*phrases{
 			"please inspect your spf settings", "sender policy framework (spf) fail", "sender policy framework violation",
 			"spf (sender policy framework) domain authentication fail", "spf check: fail",
 			"the 5322.from address doesn't meet the authentication requirements defined for the sender",
+			"dmarc check failed", "does not have authentication information", "spf check failed", "dkim check failed",
 		},
 		aligned: [][]string{{" is not allowed to send mail.", "_401"}, {"is not allowed to send from <", " per it's spf record"}},
 	},
@@ -329,6 +330,7 @@ var table = map[string]*phrases{
 			"does not accept mail (nullmx)", "host/domain does not accept mail", "host does not accept mail",
 			"mail receiving disabled", "name server: .: host not found", "no mx record found for domain=",
 			"no route for current request", "smtp protocol returned a permanent error",
+			"indicated no smtp service", "doesn't receive email according", "null mx",
 		},
 	},
 	SecurityError: {

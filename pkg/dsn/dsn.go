@@ -120,15 +120,25 @@ func ParseBytes(raw []byte) (rep *Report, err error) {
 	if !rep.Standard {
 		fromText(rep, body)
 	}
-	// Diagnostics missing from the status part are often in the text.
+	bounceish := rep.Standard || looksLikeBounce(subject, from, body)
+	if bounceish && len(rep.Recipients) == 0 {
+		// Exim names them in a header; otherwise the original's To.
+		for _, v := range append(top.Values("X-Failed-Recipients"), w.originalTo()) {
+			for _, a := range addrRE.FindAllString(v, -1) {
+				rep.Recipients = append(rep.Recipients, Recipient{Address: strings.ToLower(a), Diagnostic: around(body, strings.ToLower(a))})
+			}
+		}
+	}
+	// The SMTP command a reply answered is often named only in the
+	// human-readable text ("in reply to RCPT TO command").
+	cmd := bouncereason.Command(body)
 	for i := range rep.Recipients {
 		rc := &rep.Recipients[i]
 		if rc.Diagnostic == "" {
 			rc.Diagnostic = around(body, rc.Address)
 		}
-		classify(rc)
+		classify(rc, cmd)
 	}
-	bounceish := rep.Standard || looksLikeBounce(subject, from, body)
 	// DSNs may carry Auto-Submitted: auto-replied too (RFC 3834 5), so
 	// only a message without bounce evidence is taken as an auto-reply.
 	if !(bounceish && len(rep.Recipients) > 0) && autoReply(top, subject) {
@@ -168,8 +178,11 @@ func (rep *Report) withOriginal(w walker) *Report {
 }
 
 // classify fills the reason and hard flag from status, code and text.
-func classify(rc *Recipient) {
+func classify(rc *Recipient, cmd string) {
 	in := bouncereason.Input{Status: rc.Status, Code: rc.ReplyCode, Text: rc.Diagnostic, Action: rc.Action}
+	if bouncereason.Command(rc.Diagnostic) == "" {
+		in.Command = cmd
+	}
 	if rc.ReplyCode == 0 {
 		rc.ReplyCode = bouncereason.FindCode(rc.Diagnostic)
 	}
@@ -190,6 +203,13 @@ func classify(rc *Recipient) {
 		rc.Reason = bouncereason.Classify(in)
 	}
 	rc.Hard = bouncereason.HardStatus(rc.Reason, rc.Status, rc.ReplyCode)
+}
+
+func (w walker) originalTo() string {
+	if w.original == nil {
+		return ""
+	}
+	return w.original.Get("To")
 }
 
 // walker collects the parts of a message that matter.
