@@ -213,7 +213,9 @@ func (f *fact) probe(r string) bool {
 			}
 			return true
 		}
-		return f.cmd == "RCPT" && f.has(UserUnknown)
+		// An addressing status (X.1.X, RFC 3463 3.2) says the reply is
+		// about the address even when the command is not named.
+		return (f.cmd == "RCPT" || f.cmd == "" && addressing(f.status)) && f.has(UserUnknown)
 	case Filtered:
 		if f.name == Filtered {
 			return f.has(UserUnknown) || f.has(Filtered)
@@ -280,6 +282,10 @@ func (f *fact) probe(r string) bool {
 	// Blocked: the status code or the text.
 	return f.name == r || f.has(r)
 }
+
+// addressing reports whether an enhanced status code has the addressing
+// subject (X.1.X).
+func addressing(status string) bool { return len(status) > 3 && status[1:4] == ".1." }
 
 // hasRejected matches the sender-rejected phrases, except where the text
 // is about the recipient or the client IP.
@@ -441,7 +447,7 @@ var commandPhrases = []struct {
 	phrases []string
 }{
 	{"DATA", []string{"end of data", "in reply to data", "after data", "in reply to end of", "after end of", "data command", ">>> data"}},
-	{"RCPT", []string{"rcpt to", "in reply to rcpt", "after rcpt", ">>> rcpt"}},
+	{"RCPT", []string{"rcpt to", "in reply to rcpt", "after rcpt", ">>> rcpt", "rcpt_to", "rcpt command"}},
 	{"MAIL", []string{"mail from", "in reply to mail", "after mail", ">>> mail"}},
 	{"STARTTLS", []string{"starttls"}},
 	{"EHLO", []string{"in reply to ehlo", "after ehlo", ">>> ehlo"}},

@@ -66,6 +66,10 @@ var table = map[string]*phrases{
 			"vdeliver: invalid or unknown virtual user",
 			"weil die adresse nicht gefunden wurde oder keine e-mails empfangen kann",
 			"your envelope recipient is in my badrcptto list",
+			// Exchange, Domino, IMail, Mimecast and Office 365 wording.
+			"recipient name is not recognized", "not listed in domino directory", "invalid final delivery userid",
+			"recipient email address is possibly incorrect", "because the address couldn't be found",
+			"recipientnotfound", "recipient not found by smtp address lookup",
 		},
 		aligned: [][]string{
 			{"<", "> not found"}, {"<", ">... blocked by "}, {"account ", " does not exist at the organization"},
