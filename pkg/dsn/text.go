@@ -101,6 +101,10 @@ func around(text, addr string) string {
 		n := 0
 		for i := start; i < len(lines) && n < 8; i++ {
 			t := strings.TrimSpace(lines[i])
+			// The next recipient's lines are not this one's diagnostic.
+			if i > start && otherAddr(llines[i], addr) {
+				break
+			}
 			if t == "" {
 				if n > 1 {
 					break
@@ -185,4 +189,15 @@ func autoReply(h gtp.Header, subject string) bool {
 		}
 	}
 	return false
+}
+
+// otherAddr reports whether a lower-cased line starts with an address
+// other than addr: the entry of the next recipient.
+func otherAddr(line, addr string) bool {
+	t := strings.TrimLeft(line, " \t<\"")
+	loc := addrRE.FindStringIndex(t)
+	if loc == nil || loc[0] != 0 {
+		return false
+	}
+	return strings.Trim(t[:loc[1]], ".,;:") != addr
 }
