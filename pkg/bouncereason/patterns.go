@@ -125,6 +125,7 @@ var table = map[string]*phrases{
 			"we do not accept mail from dynamic ips", "you are not allowed to connect", "you are sending spam",
 			"your ip address is listed in the rbl", "your network is temporary blacklisted",
 			"your server requires confirmation",
+			"client host blocked", "blocked ip ",
 		},
 		aligned: [][]string{
 			{"(", "@", ":blocked)"}, {"access from ip address ", " blocked"}, {"client host ", " blocked using"},
@@ -192,6 +193,7 @@ var table = map[string]*phrases{
 			"retry timeout exceeded", "envelope expired", "message will be retried for",
 			"did not accept our requests to connect", "has not been delivered yet", "delivery is delayed",
 			"in the queue too long", "queue time exceeded", "maximum time in queue",
+			"could not deliver for the last",
 		},
 		aligned: [][]string{{"could not be delivered for", " days"}},
 	},
@@ -202,6 +204,7 @@ var table = map[string]*phrases{
 			"name or service not known", "no such domain", "recipient address rejected: unknown domain name",
 			"recipient domain must exist", "the account or domain may not exist", "unknown host",
 			"unroutable address", "unrouteable address",
+			"domain name not found", "nxdomain",
 		},
 		aligned: [][]string{{"553 ", " does not exist"}},
 	},
@@ -271,6 +274,7 @@ var table = map[string]*phrases{
 			"malformed or unexpected name server reply", "maximum forwarding loop count exceeded", "message looping",
 			"message probably in a routing loop", "no route to host", "too many hops", "unable to resolve route ",
 			"unrouteable mail domain",
+			"dns query failed",
 		},
 	},
 	SystemError: {
@@ -282,6 +286,7 @@ var table = map[string]*phrases{
 			"mail system configuration error", "queue file write error", "recipient deferred because there is no mdb",
 			"remote server is misconfigured", "server configuration error", "service currently unavailable",
 			"system config error", "temporary local problem", "timeout waiting for input", "transaction failed ",
+			"upstream error",
 		},
 		aligned: [][]string{{"unable to connect ", "daemon"}},
 	},
@@ -372,6 +377,7 @@ var table = map[string]*phrases{
 			"too many connections", "too many concurrent smtp connections", "too many errors from your ip",
 			"too many recipients", "too many smtp sessions for this host", "trop de connexions, ",
 			"we have already made numerous attempts to deliver this message",
+			"frequency limited",
 		},
 	},
 	MesgTooBig: {

@@ -141,7 +141,7 @@ func ParseBytes(raw []byte) (rep *Report, err error) {
 	}
 	// DSNs may carry Auto-Submitted: auto-replied too (RFC 3834 5), so
 	// only a message without bounce evidence is taken as an auto-reply.
-	if !(bounceish && len(rep.Recipients) > 0) && autoReply(top, subject) {
+	if !bounceish && autoReply(top, subject) {
 		rep.AutoReply = true
 		rep.Recipients = nil
 		return rep.withOriginal(w), nil
