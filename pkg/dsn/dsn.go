@@ -109,6 +109,9 @@ func ParseBytes(raw []byte) (rep *Report, err error) {
 	w := walker{}
 	w.walk(raw, 0)
 
+	if len(w.status) == 0 {
+		w.status = rawStatus(raw)
+	}
 	rep = &Report{}
 	subject := decodeWord(top.Get("Subject"))
 	from := strings.ToLower(top.Get("From"))
@@ -363,4 +366,33 @@ func decodeWord(s string) string {
 		return s
 	}
 	return d
+}
+
+// rawStatus finds delivery-status parts in the raw bytes, for messages
+// whose MIME structure breaks before them (a malformed part header ends
+// the multipart reader).
+func rawStatus(raw []byte) [][]byte {
+	var out [][]byte
+	lower := bytes.ToLower(raw)
+	for off := 0; off < len(lower); {
+		i := bytes.Index(lower[off:], []byte("content-type: message/delivery-status"))
+		if i < 0 {
+			i = bytes.Index(lower[off:], []byte("content-type: message/global-delivery-status"))
+		}
+		if i < 0 {
+			break
+		}
+		start := off + i
+		j := bytes.Index(raw[start:], []byte("\n\n"))
+		if j < 0 {
+			break
+		}
+		body := raw[start+j+2:]
+		if k := bytes.Index(body, []byte("\n--")); k >= 0 {
+			body = body[:k]
+		}
+		out = append(out, body)
+		off = start + j + 2
+	}
+	return out
 }
