@@ -48,7 +48,7 @@ func (reportParser) Parse(mailbox string, raw []byte) (Finding, error) {
 		}
 		return f, nil
 	case kindDMARC:
-		return parseDMARCMail(raw)
+		return parseDMARC(raw)
 	default:
 		return Finding{}, fmt.Errorf("%s report: %w", kind, ErrNoParser)
 	}

@@ -22,7 +22,7 @@ func TestParse(t *testing.T) {
 		{"dsn sent to the fbl address", "fbl", testDSN("r@b.test", "gone@x.example", "5.1.1", "550 5.1.1 unknown"), ClassDSN, "", "gone@x.example userunknown:true", ""},
 		{"plain note to postmaster", "bounce", "From: a@b.example\r\nSubject: hi\r\n\r\nhello\r\n", "", "not a delivery status notification", "", ""},
 		{"vacation", "bounce", "From: a@b.example\r\nX-Autoreply: yes\r\nSubject: away\r\n\r\naway\r\n", ClassAutoReply, "", "", ""},
-		{"dmarc without report", "dmarc", "From: noreply-dmarc@google.com\r\nSubject: Report domain: x\r\n\r\n", "", "no XML, gzip or zip", "", ""},
+		{"dmarc without report", "dmarc", "From: noreply-dmarc@google.com\r\nSubject: Report domain: x\r\n\r\n", "", "no report attached", "", ""},
 	}
 	p := NewParser()
 	for _, tt := range tests {
