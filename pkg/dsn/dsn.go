@@ -121,7 +121,18 @@ func ParseBytes(raw []byte) (rep *Report, err error) {
 	}
 	body := w.text.String()
 	if !rep.Standard {
-		fromText(rep, body)
+		// Exim and Google name the failed recipients in a header; it is
+		// more reliable than the addresses found in the text.
+		if xf := top.Values("X-Failed-Recipients"); len(xf) > 0 {
+			for _, v := range xf {
+				for _, a := range addrRE.FindAllString(v, -1) {
+					rep.Recipients = append(rep.Recipients, Recipient{Address: strings.ToLower(a)})
+				}
+			}
+		}
+		if len(rep.Recipients) == 0 {
+			fromText(rep, body)
+		}
 	}
 	bounceish := rep.Standard || looksLikeBounce(subject, from, body)
 	if bounceish && len(rep.Recipients) == 0 {
@@ -141,6 +152,12 @@ func ParseBytes(raw []byte) (rep *Report, err error) {
 			rc.Diagnostic = around(body, rc.Address)
 		}
 		classify(rc, cmd)
+		// Google Groups: the group refused the post (it does not exist or
+		// the sender may not post); the notice is localised, so its text
+		// says nothing the phrase tables know.
+		if strings.HasSuffix(rc.Address, "@googlegroups.com") && strings.Contains(from, "mailer-daemon@google") {
+			rc.Reason, rc.Hard = bouncereason.Rejected, false
+		}
 	}
 	// DSNs may carry Auto-Submitted: auto-replied too (RFC 3834 5), so
 	// only a message without bounce evidence is taken as an auto-reply.
