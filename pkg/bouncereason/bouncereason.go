@@ -109,7 +109,9 @@ func Classify(in Input) string {
 	if st == "" {
 		st = FindStatus(in.Text)
 	}
-	text := contRE.ReplaceAllString(normalize(in.Text), " ")
+	// The trailing space lets phrases that end in one ("transaction
+	// failed ") match at the end of the text too.
+	text := contRE.ReplaceAllString(normalize(in.Text), " ") + " "
 	if in.Code == 0 {
 		in.Code = FindCode(in.Text)
 	}
@@ -143,7 +145,7 @@ func Classify(in Input) string {
 	if table[Vacation].match(text) {
 		return Vacation
 	}
-	if text != "" {
+	if strings.TrimSpace(text) != "" {
 		return OnHold
 	}
 	return Undefined

@@ -126,6 +126,7 @@ var table = map[string]*phrases{
 			"your ip address is listed in the rbl", "your network is temporary blacklisted",
 			"your server requires confirmation",
 			"client host blocked", "blocked ip ",
+			"service refused, please try later",
 		},
 		aligned: [][]string{
 			{"(", "@", ":blocked)"}, {"access from ip address ", " blocked"}, {"client host ", " blocked using"},
@@ -263,6 +264,7 @@ var table = map[string]*phrases{
 			"the message was rejected by organization policy",
 			"this message was blocked because its content presents a potential",
 			"we do not accept messages containing images or other attachments", "you're using a mass mailer",
+			"policy violation",
 		},
 		aligned: [][]string{{"you have exceeded the", "allowable number of posts without solving a captcha"}},
 	},
@@ -326,6 +328,7 @@ var table = map[string]*phrases{
 			"your message has been temporarily blocked by our filter",
 			"your message has been rejected because it appears to be spam", "your message has triggered a spam block",
 			"your message may contain the spam contents", "your message failed several antispam checks",
+			"flagged as spam",
 		},
 		aligned: [][]string{
 			{"greylisted", " please try again in"}, {"mail score (", " over "}, {"mail rejete. mail rejected. ", "506"},

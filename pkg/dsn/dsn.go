@@ -149,7 +149,7 @@ func ParseBytes(raw []byte) (rep *Report, err error) {
 	for i := range rep.Recipients {
 		rc := &rep.Recipients[i]
 		if rc.Diagnostic == "" {
-			rc.Diagnostic = around(body, rc.Address)
+			rc.Diagnostic = around(readable(body), rc.Address)
 		}
 		classify(rc, cmd)
 		// Google Groups: the group refused the post (it does not exist or

@@ -26,18 +26,7 @@ var originalMarkers = []string{
 // that stands on a line of the human-readable part, with the lines next
 // to it as its diagnostic.
 func fromText(rep *Report, body string) {
-	lower := strings.ToLower(body)
-	cut := len(body)
-	for _, m := range originalMarkers {
-		if i := strings.Index(lower, m); i >= 0 && i < cut && i > 0 {
-			// keep transcripts: they hold the reply
-			if strings.Contains(m, "transcript") {
-				continue
-			}
-			cut = i
-		}
-	}
-	text := body[:cut]
+	text := readable(body)
 	seen := map[string]bool{}
 	for _, line := range strings.Split(text, "\n") {
 		l := strings.ToLower(strings.TrimSpace(line))
@@ -57,6 +46,23 @@ func fromText(rep *Report, body string) {
 			break
 		}
 	}
+}
+
+// readable is the human-readable part of a free-text bounce: the text
+// before the quoted original.
+func readable(body string) string {
+	lower := strings.ToLower(body)
+	cut := len(body)
+	for _, m := range originalMarkers {
+		if i := strings.Index(lower, m); i >= 0 && i < cut && i > 0 {
+			// keep transcripts: they hold the reply
+			if strings.Contains(m, "transcript") {
+				continue
+			}
+			cut = i
+		}
+	}
+	return body[:cut]
 }
 
 func headerLine(l string) bool {
