@@ -411,5 +411,34 @@ func rawStatus(raw []byte) [][]byte {
 		out = append(out, body)
 		off = start + j + 2
 	}
+	if len(out) == 0 {
+		if b := bareStatus(raw, lower); b != nil {
+			out = append(out, b)
+		}
+	}
 	return out
+}
+
+var fieldLineRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9-]*:`)
+
+// bareStatus finds RFC 3464 fields written into a message without MIME
+// structure: the paragraphs of "Field: value" lines from Reporting-MTA (or
+// the first Final-Recipient) on.
+func bareStatus(raw, lower []byte) []byte {
+	i := bytes.Index(lower, []byte("\nfinal-recipient:"))
+	if i < 0 {
+		return nil
+	}
+	if r := bytes.LastIndex(lower[:i], []byte("\nreporting-mta:")); r >= 0 {
+		i = r
+	}
+	var b bytes.Buffer
+	for _, para := range bytes.Split(raw[i+1:], []byte("\n\n")) {
+		if !fieldLineRE.Match(para) || !bytes.Contains(bytes.ToLower(para), []byte("-mta:")) && !bytes.Contains(bytes.ToLower(para), []byte("recipient:")) {
+			break
+		}
+		b.Write(para)
+		b.WriteString("\n\n")
+	}
+	return b.Bytes()
 }

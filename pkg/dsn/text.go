@@ -66,7 +66,7 @@ func readable(body string) string {
 }
 
 func headerLine(l string) bool {
-	for _, p := range []string{"from:", "to:", "cc:", "reply-to:", "sender:", "return-path:", "message-id:", "received:", "subject:", "date:", "references:", "in-reply-to:"} {
+	for _, p := range []string{"mail from:", "from:", "to:", "cc:", "reply-to:", "sender:", "return-path:", "message-id:", "received:", "subject:", "date:", "references:", "in-reply-to:"} {
 		if strings.HasPrefix(l, p) {
 			return true
 		}
