@@ -374,9 +374,31 @@ var statusReasons = map[string]string{
 // StatusName returns the reason an enhanced status code stands for, or "".
 func StatusName(status string) string { return statusReasons[status] }
 
-// FindStatus returns the first enhanced status code (RFC 3463 2:
-// class.subject.detail, class 2, 4 or 5) in s, or "".
+// FindStatus returns the first failure (class 4 or 5) enhanced status
+// code (RFC 3463 2: class.subject.detail) in s, else the first success
+// (class 2) one, or "": a session transcript shows the accepted commands
+// before the failing one.
 func FindStatus(s string) string {
+	first := ""
+	for off := 0; off < len(s); {
+		st, end := findStatus(s[off:])
+		if st == "" {
+			break
+		}
+		if st[0] != '2' {
+			return st
+		}
+		if first == "" {
+			first = st
+		}
+		off += end
+	}
+	return first
+}
+
+// findStatus returns the first enhanced status code in s and the offset
+// after it.
+func findStatus(s string) (string, int) {
 	for i := 0; i+5 <= len(s); i++ {
 		c := s[i]
 		if c != '2' && c != '4' && c != '5' || s[i+1] != '.' {
@@ -401,14 +423,32 @@ func FindStatus(s string) string {
 		if n == m || n < len(s) && (isDigit(s[n]) || s[n] == '.' && n+1 < len(s) && isDigit(s[n+1])) {
 			continue
 		}
-		return s[i:n]
+		return s[i:n], n
 	}
-	return ""
+	return "", 0
 }
 
-// FindCode returns the first SMTP reply code (RFC 5321 4.2: 2yz, 4yz or
-// 5yz, three digits standing alone) in s, or 0.
+// FindCode returns the first failure SMTP reply code (RFC 5321 4.2: 4yz
+// or 5yz, three digits standing alone) in s, else the first 2yz, or 0.
 func FindCode(s string) int {
+	first := 0
+	for off := 0; off < len(s); {
+		c, end := findCode(s[off:])
+		if c == 0 {
+			break
+		}
+		if c >= 400 {
+			return c
+		}
+		if first == 0 {
+			first = c
+		}
+		off += end
+	}
+	return first
+}
+
+func findCode(s string) (int, int) {
 	for i := 0; i+3 <= len(s); i++ {
 		c := s[i]
 		if c != '2' && c != '4' && c != '5' || !isDigit(s[i+1]) || !isDigit(s[i+2]) {
@@ -424,9 +464,9 @@ func FindCode(s string) int {
 			continue
 		}
 		n, _ := strconv.Atoi(s[i : i+3])
-		return n
+		return n, i + 3
 	}
-	return 0
+	return 0, 0
 }
 
 // Command guesses from a lower-cased text the SMTP command a reply

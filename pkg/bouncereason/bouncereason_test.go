@@ -64,6 +64,8 @@ func TestFindStatusAndCode(t *testing.T) {
 		{"smtp; 554 5.7.28 flood", "5.7.28", 554},
 		{"no code here 1.2.3.4", "", 0},
 		{"#5.1.1 bad address", "5.1.1", 0},
+		{"Out: 250 2.1.5 Ok In: DATA Out: 554 5.7.1 rejected", "5.7.1", 554},
+		{"250 2.0.0 queued", "2.0.0", 250},
 	}
 	for _, tt := range tests {
 		if got := FindStatus(tt.give); got != tt.wantStatus {
