@@ -120,6 +120,13 @@ func ParseBytes(raw []byte) (rep *Report, err error) {
 		w.fromStatus(rep)
 	}
 	body := w.text.String()
+	if strings.TrimSpace(body) == "" {
+		// A multipart without its boundaries, or no readable part: the
+		// body as it is.
+		if i := bytes.Index(raw, []byte("\n\n")); i >= 0 {
+			body = string(raw[i+2:])
+		}
+	}
 	if !rep.Standard {
 		// Exim and Google name the failed recipients in a header; it is
 		// more reliable than the addresses found in the text.
