@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# make bench: Outflow against Postfix on the same machine, in the same run,
+# with load and receiver tools neither side wrote (issue 7; docs/performance.md).
+#
+# Load: Postfix's smtp-source, N messages of S bytes over C sessions. Receiver:
+# Postfix's smtp-sink on a free loopback port; the count is what the sink
+# reports (its -c counter), never what the load tool claims. Systems run one
+# after another, each from a clean temp directory:
+#   direct   smtp-source -> smtp-sink (the loopback ceiling)
+#   postfix  a private Postfix instance relaying everything to the sink
+#   pf+dkim  the same with OpenDKIM (RSA-2048, relaxed/relaxed) as a milter
+#   outflow  outflow all, every feature on (fsync spool, classifier, router,
+#            RSA-2048 DKIM, events into a private ClickHouse)
+#   of-nodkim  the same without DKIM
+# CPU seconds are the system's processes only (a cpuacct cgroup holding the
+# system; smtp-source and smtp-sink stay outside it). Peak RSS is the peak of
+# the summed RSS of the cgroup's processes, sampled every 100 ms.
+#
+# Environment: N (10000), S (10240), C (20), SYSTEMS (all five), KEEP=1 keeps
+# the temp directory, OUT (bench/out) for logs and the table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+N=${N:-10000} S=${S:-10240} C=${C:-20}
+SYSTEMS=${SYSTEMS:-"direct postfix pf+dkim outflow of-nodkim"}
+OUT=${OUT:-$ROOT/bench/out}
+mkdir -p "$OUT"
+[ "$(id -u)" = 0 ] || { echo "bench: needs root (private Postfix master, cgroups)" >&2; exit 1; }
+
+need() { command -v "$1" >/dev/null || {
+  echo "installing $2 from Debian..."
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null; }; }
+need smtp-source postfix
+need opendkim opendkim
+need opendkim-genkey opendkim-tools
+need clickhouse-server clickhouse-server
+
+TMP=$(mktemp -d /tmp/outflow-bench.XXXXXX); chmod 755 "$TMP"
+CG=/sys/fs/cgroup/cpuacct/outflow-bench-$$
+pids=()
+cleanup() {
+  set +e
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+  [ -d "$TMP/pf/etc" ] && postfix -c "$TMP/pf/etc" stop >/dev/null 2>&1
+  if [ -d "$CG" ]; then
+    for p in $(cat "$CG/cgroup.procs" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+    sleep 0.2; rmdir "$CG" 2>/dev/null
+  fi
+  [ "${KEEP:-0}" = 1 ] && echo "kept $TMP" || rm -rf "$TMP"
+}
+trap cleanup EXIT INT TERM
+mkdir "$CG"
+
+freeport() { /usr/bin/python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+waitport() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "bench: nothing listens on port $1" >&2; return 1; }
+# incg CMD...: run CMD inside the system's cgroup (its children stay there).
+incg() { sh -c 'echo $$ > "$0/cgroup.procs"; exec "$@"' "$CG" "$@"; }
+cgcpu() { awk '{printf "%.2f", $1/1e9}' "$CG/cpuacct.usage"; }
+cgrss() { local t=0 p r; for p in $(cat "$CG/cgroup.procs"); do
+  r=$(awk '/^VmRSS/{print $2}' "/proc/$p/status" 2>/dev/null || true); t=$((t + ${r:-0})); done; echo $t; }
+sinkcount() { tr '\r' '\n' <"$TMP/sink.out" | grep -Eo '[0-9]+' | tail -1 || true; }
+
+# The sink: fresh per system so its counter starts at 0.
+SINKPORT=0
+startsink() {
+  SINKPORT=$(freeport); : >"$TMP/sink.out"
+  smtp-sink -u nobody -c "127.0.0.1:$SINKPORT" 1024 >"$TMP/sink.out" 2>"$TMP/sink.err" &
+  SINKPID=$!; pids+=("$SINKPID"); waitport "$SINKPORT"
+}
+stopsink() { kill -TERM "$SINKPID" 2>/dev/null; wait "$SINKPID" 2>/dev/null || true; }
+
+RESULTS=()
+# measure NAME PORT: load the system at PORT, wait for the sink to count N.
+measure() {
+  local name=$1 port=$2 t0 t1 cpu0 cpu1 peak=0 r got=0 deadline
+  echo 0 >"$CG/cpuacct.usage"
+  cpu0=$(cgcpu)
+  t0=$(date +%s.%N)
+  smtp-source -d -c -m "$N" -s "$C" -l "$S" -f bench@demo.example -t rcpt@dest.example \
+    "127.0.0.1:$port" >"$OUT/$name.source.log" 2>&1 &
+  local src=$!
+  deadline=$(( $(date +%s) + 480 ))
+  while :; do
+    got=$(sinkcount); got=${got:-0}
+    r=$(cgrss); [ "$r" -gt "$peak" ] && peak=$r
+    [ "$got" -ge "$N" ] && break
+    if [ "$(date +%s)" -gt "$deadline" ]; then echo "bench: $name: timeout, sink has $got of $N" >&2; break; fi
+    sleep 0.1
+  done
+  t1=$(date +%s.%N); cpu1=$(cgcpu)
+  wait "$src" || echo "bench: $name: smtp-source exited non-zero (see $OUT/$name.source.log)" >&2
+  local wall rate
+  wall=$(echo "$t1 - $t0" | bc -l); rate=$(echo "$got / $wall" | bc -l)
+  RESULTS+=("$(printf '%-10s %7d %8.2f %9.1f %8.2f %8.1f' "$name" "$got" "$wall" "$rate" "$(echo "$cpu1 - $cpu0" | bc -l)" "$(echo "$peak/1024" | bc -l)")")
+  eval "RATE_${name//[^a-z]/_}=$rate"
+  echo "  $name: $got/$N delivered in ${wall}s"
+}
+
+run_direct() { startsink; measure direct "$SINKPORT"; stopsink; }
+
+# A private Postfix: own config, queue and data directories, loopback only,
+# everything relayed to the sink, no local delivery.
+run_postfix() {
+  local name=$1 milter=${2:-}
+  startsink
+  local d=$TMP/pf; rm -rf "$d"; mkdir -p "$d/etc" "$d/queue" "$d/data"
+  chown postfix "$d/data"; cp /etc/postfix/master.cf "$d/etc/"
+  local port; port=$(freeport)
+  sed -i "s/^smtp *inet .*/127.0.0.1:$port inet n - y - - smtpd/" "$d/etc/master.cf"
+  cat >"$d/etc/main.cf" <<CF
+compatibility_level = 3.6
+queue_directory = $d/queue
+data_directory = $d/data
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+myhostname = bench.localhost
+mydestination =
+local_recipient_maps =
+local_transport = error:no local delivery
+relayhost = [127.0.0.1]:$SINKPORT
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtp_tls_security_level = none
+smtpd_tls_security_level = none
+default_destination_concurrency_limit = 20
+multi_instance_enable = no
+maillog_file_prefixes = /tmp
+maillog_file = $d/maillog
+$milter
+CF
+  incg postfix -c "$d/etc" start >"$OUT/$name.postfix.log" 2>&1
+  waitport "$port"
+  measure "$name" "$port"
+  postfix -c "$d/etc" stop >>"$OUT/$name.postfix.log" 2>&1 || true
+  sleep 1; stopsink
+}
+
+run_pfdkim() {
+  local k=$TMP/dkim; mkdir -p "$k"
+  opendkim-genkey -b 2048 -d demo.example -s bench -D "$k"
+  chown -R opendkim "$k" 2>/dev/null || true
+  local mp; mp=$(freeport)
+  cat >"$k/opendkim.conf" <<CF
+Syslog no
+Mode s
+Canonicalization relaxed/relaxed
+Domain demo.example
+Selector bench
+KeyFile $k/bench.private
+Socket inet:$mp@127.0.0.1
+PidFile $k/opendkim.pid
+UserID opendkim
+CF
+  incg opendkim -f -x "$k/opendkim.conf" >"$OUT/pf+dkim.opendkim.log" 2>&1 &
+  pids+=("$!"); waitport "$mp"
+  run_postfix pf+dkim "smtpd_milters = inet:127.0.0.1:$mp
+non_smtpd_milters = \$smtpd_milters
+milter_default_action = tempfail"
+  kill -TERM "${pids[-1]}" 2>/dev/null || true
+}
+
+# A private ClickHouse for Outflow's events, started once.
+CHPORT=0
+startch() {
+  [ "$CHPORT" != 0 ] && return
+  local c=$TMP/ch; mkdir -p "$c/tmp" "$c/uf" "$c/fs"
+  CHPORT=$(freeport); local hp ip; hp=$(freeport); ip=$(freeport)
+  clickhouse-server --config-file=/etc/clickhouse-server/config.xml -- \
+    --listen_host=127.0.0.1 --tcp_port="$CHPORT" --http_port="$hp" --interserver_http_port="$ip" \
+    --path="$c/" --tmp_path="$c/tmp/" --user_files_path="$c/uf/" --format_schema_path="$c/fs/" \
+    --logger.log="$c/server.log" --logger.errorlog="$c/error.log" >/dev/null 2>&1 &
+  pids+=("$!"); waitport "$CHPORT"
+}
+
+run_outflow() {
+  local name=$1 dkim=$2
+  startsink; startch
+  local o=$TMP/$name; rm -rf "$o"; mkdir -p "$o"
+  local port np; port=$(freeport); np=$(freeport)
+  local dk=""
+  if [ "$dkim" = 1 ]; then
+    openssl genrsa -out "$o/provider.pem" 2048 2>/dev/null; chmod 600 "$o/provider.pem"
+    dk="  dkim:
+    provider_domain: outflow.localhost
+    selector: bench
+    key_file: $o/provider.pem"
+  fi
+  cat >"$o/outflow.yaml" <<CF
+log: {level: warn, format: text}
+nats:
+  url: ""
+  embedded: {listen: 127.0.0.1:$np, store_dir: $o/nats, sync_always: true}
+pools:
+  - name: shared
+    purpose: shared
+    ips: [{address: 127.0.0.2, ehlo: shared-1.bench.localhost}]
+  - name: high-risk
+    purpose: high-risk
+    ips: [{address: 127.0.0.3, ehlo: risk-1.bench.localhost}]
+tenants:
+  - id: demo
+    domains: [demo.example]
+    client_ips: [127.0.0.1/32]
+ingest:
+  hostname: bench.localhost
+  listeners:
+    - {name: bench, addr: "127.0.0.1:$port", tls: none, client_ip_tenants: true}
+sender:
+  transports: {"*": "127.0.0.1:$SINKPORT"}
+  provider_id: bench
+$dk
+analytics:
+  clickhouse: {addr: "127.0.0.1:$CHPORT", database: bench_$RANDOM}
+CF
+  incg "$ROOT/bin/outflow" all -config "$o/outflow.yaml" >"$OUT/$name.outflow.log" 2>&1 &
+  local opid=$!; pids+=("$opid"); waitport "$port"
+  measure "$name" "$port"
+  kill -TERM "$opid"; wait "$opid" 2>/dev/null || true
+  stopsink
+}
+
+make -s build
+echo "bench: N=$N S=$S C=$C, temp $TMP"
+for s in $SYSTEMS; do
+  case $s in
+    direct) run_direct ;;
+    postfix) run_postfix postfix ;;
+    pf+dkim) run_pfdkim ;;
+    outflow) run_outflow outflow 1 ;;
+    of-nodkim) run_outflow of-nodkim 0 ;;
+    *) echo "bench: unknown system $s" >&2; exit 2 ;;
+  esac
+done
+
+{
+  echo "N=$N S=$S C=$C  $(nproc) CPUs  $(date -u +%FT%TZ)"
+  printf '%-10s %7s %8s %9s %8s %8s\n' system msgs wall_s msgs/s cpu_s rss_MiB
+  for r in "${RESULTS[@]}"; do echo "$r"; done
+  for o in outflow of_nodkim; do
+    v="RATE_$o"; [ -n "${!v:-}" ] || continue
+    [ -n "${RATE_postfix:-}" ] && printf '%s / postfix = %.2f\n' "$o" "$(echo "${!v} / $RATE_postfix" | bc -l)"
+    [ -n "${RATE_pf_dkim:-}" ] && printf '%s / pf+dkim = %.2f\n' "$o" "$(echo "${!v} / $RATE_pf_dkim" | bc -l)"
+  done
+} | tee "$OUT/table.txt"
