@@ -4,6 +4,8 @@ import (
 	"net/textproto"
 	"strings"
 
+	"github.com/outflowmail/outflow/pkg/bouncereason"
+
 	gtp "github.com/emersion/go-message/textproto"
 )
 
@@ -122,7 +124,11 @@ func around(text, addr string) string {
 			n++
 		}
 	}
-	// Lines that look like a reply anywhere in the readable part.
+	// Lines that look like a reply anywhere in the readable part, when
+	// the address's own lines do not hold one.
+	if b.Len() > 0 && bouncereason.FindCode(b.String()) != 0 {
+		return strings.TrimSpace(b.String())
+	}
 	for _, l := range lines {
 		t := strings.TrimSpace(l)
 		if len(t) < 6 || len(t) > 400 {
