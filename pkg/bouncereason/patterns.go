@@ -342,7 +342,7 @@ var table = map[string]*phrases{
 			"does not accept mail (nullmx)", "host/domain does not accept mail", "host does not accept mail",
 			"mail receiving disabled", "name server: .: host not found", "no mx record found for domain=",
 			"no route for current request", "smtp protocol returned a permanent error",
-			"indicated no smtp service", "doesn't receive email according", "null mx",
+			"indicated no smtp service", "doesn't receive email according", "null mx", "no mx found for domain",
 		},
 	},
 	SecurityError: {
