@@ -39,6 +39,7 @@ func ExampleMigrations() {
 	// 24 0024_feedback_reports.sql 1
 	// 25 0025_feedback_retention.sql 0
 	// 30 0030_delivery_outcomes.sql 1
+	// 40 0040_ip_events.sql 1
 	// 50 0050_policy_changes.sql 1
 	// 60 0060_rollup_feedback.sql 3
 	// 61 0061_rollup_deliveries_reason.sql 2

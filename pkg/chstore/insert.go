@@ -53,11 +53,12 @@ func tables() []table {
 			rows:       verdictRows,
 			rowTime:    func(e *events.Event) time.Time { return dateTime(e.Time) },
 		},
-	}, feedbackTables()...)
+	}, append(feedbackTables(), ipEventsTable())...)
 }
 
-// Storable reports whether Insert writes rows for e: a verdict, routed or
-// delivery event with its payload. Other events are skipped by Insert.
+// Storable reports whether Insert writes rows for e: a verdict, routed,
+// delivery, feedback, shaping or dnsbl event with its payload. Other events
+// are skipped by Insert.
 func Storable(e *events.Event) bool {
 	switch e.Type {
 	case events.TypeVerdict:
@@ -67,7 +68,7 @@ func Storable(e *events.Event) bool {
 	case events.TypeDelivery:
 		return e.Delivery != nil && len(e.Delivery.Rcpts) > 0
 	}
-	return feedbackStorable(e)
+	return feedbackStorable(e) || ipEventStorable(e)
 }
 
 // Insert writes evs, one batch per table. An event id repeated within evs
