@@ -95,6 +95,10 @@ type Input struct {
 	// Mailer says the failure came from a local delivery program
 	// (Diagnostic-Code type X-Unix), not from SMTP.
 	Mailer bool
+	// Destination is the recipient's domain and RemoteHost the host
+	// name of the MTA that answered, when known: some providers' replies
+	// are read by their own rules (rhost.go).
+	Destination, RemoteHost string
 }
 
 // FromReply classifies an SMTP reply: its code, enhanced status code and
@@ -122,6 +126,11 @@ func Classify(in Input) string {
 		return Delivered
 	}
 	f := fact{status: st, name: StatusName(st), text: text, code: in.Code, cmd: in.Command, action: strings.ToLower(in.Action)}
+	if p := rhostName(in.Destination, in.RemoteHost); p != "" {
+		if r := byRemoteHost(p, &f, in.Text); r != "" {
+			return r
+		}
+	}
 
 	if !in.Mailer {
 		for _, r := range firstOrder {

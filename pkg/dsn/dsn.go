@@ -206,7 +206,10 @@ func (rep *Report) withOriginal(w walker) *Report {
 
 // classify fills the reason and hard flag from status, code and text.
 func classify(rc *Recipient, cmd string) {
-	in := bouncereason.Input{Status: rc.Status, Code: rc.ReplyCode, Text: rc.Diagnostic, Action: rc.Action}
+	in := bouncereason.Input{Status: rc.Status, Code: rc.ReplyCode, Text: rc.Diagnostic, Action: rc.Action, RemoteHost: rc.RemoteMTA}
+	if i := strings.LastIndexByte(rc.Address, '@'); i >= 0 {
+		in.Destination = rc.Address[i+1:]
+	}
 	if bouncereason.Command(rc.Diagnostic) == "" {
 		in.Command = cmd
 	}

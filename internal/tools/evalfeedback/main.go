@@ -22,6 +22,7 @@ import (
 
 func main() {
 	corpus := flag.String("corpus", "../shared/corpus", "directory holding sisimai-bounces/")
+	flag.BoolVar(&verbose, "v", false, "list every disagreeing mail with its first recipient's status, reply code and diagnostic")
 	flag.Parse()
 	for _, step := range []func() error{
 		func() error { return bounces(filepath.Join(*corpus, "sisimai-bounces")) },
@@ -34,6 +35,9 @@ func main() {
 		}
 	}
 }
+
+// verbose lists the disagreeing mails.
+var verbose bool
 
 // predict is the label the parser gives a message, in the corpus's terms.
 func predict(rep *dsn.Report) string {
@@ -59,15 +63,32 @@ func bounces(dir string) error {
 	agree := 0
 	confusion := map[[2]string]int{}
 	perLabel := map[string][2]int{}
+	perFamily := map[string][2]int{}
 	for _, n := range names {
 		got := "error"
+		var rep *dsn.Report
 		if f, err := os.Open(filepath.Join(dir, "emails", n)); err == nil {
-			if rep, err := dsn.Parse(f); err == nil {
+			if rep, err = dsn.Parse(f); err == nil {
 				got = predict(rep)
 			}
 			f.Close()
 		}
 		want := labels[n]
+		fam := family(n)
+		pf := perFamily[fam]
+		pf[1]++
+		if got == want {
+			pf[0]++
+		}
+		perFamily[fam] = pf
+		if verbose && got != want {
+			fmt.Printf("MISS %s want=%s got=%s", n, want, got)
+			if rep != nil && len(rep.Recipients) > 0 {
+				r := rep.Recipients[0]
+				fmt.Printf(" status=%s code=%d action=%s diag=%q", r.Status, r.ReplyCode, r.Action, r.Diagnostic)
+			}
+			fmt.Println()
+		}
 		pl := perLabel[want]
 		pl[1]++
 		if got == want {
@@ -109,6 +130,15 @@ func bounces(dir string) error {
 		}
 		fmt.Printf("  %-16s -> %-16s %d\n", c.k[0], c.k[1], c.n)
 	}
+	fmt.Println("\nper MTA family (agree/total):")
+	fs := make([]string, 0, len(perFamily))
+	for f := range perFamily {
+		fs = append(fs, f)
+	}
+	sort.Strings(fs)
+	for _, f := range fs {
+		fmt.Printf("  %-16s %3d/%-3d\n", f, perFamily[f][0], perFamily[f][1])
+	}
 	// Robustness: every file of emails/ and unlabelled/ parses.
 	total, failed := 0, 0
 	for _, sub := range []string{"emails", "unlabelled"} {
@@ -128,6 +158,16 @@ func bounces(dir string) error {
 	}
 	fmt.Printf("\nrobustness: %d of %d files (emails/ + unlabelled/) parsed without error or panic\n", total-failed, total)
 	return nil
+}
+
+// family is the MTA or host module a corpus file is named for
+// ("lhost-postfix-13.eml" -> "lhost-postfix", "rfc3464-51.eml" -> "rfc3464").
+func family(name string) string {
+	name = strings.TrimSuffix(name, ".eml")
+	if i := strings.LastIndexByte(name, '-'); i > 0 {
+		return name[:i]
+	}
+	return name
 }
 
 func readLabels(path string) (map[string]string, error) {

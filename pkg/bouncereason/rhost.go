@@ -1,0 +1,161 @@
+package bouncereason
+
+import "strings"
+
+// Remote-host rules: some large mailbox providers answer with their own
+// error codes or with texts that mean something else than the general
+// phrase tables say ("550 : User unknown" from KDDI is its reception
+// filter). As Sisimai's rhost modules (go-sisimai rhost/for-*.go, BSD-2,
+// (C) azumakuniyuki and the sisimai development team; re-typed here, only
+// the providers below), they are tried first, keyed by the recipient's
+// domain or the remote MTA's host name; "" leaves the decision to the
+// general rules.
+
+// rhostClass maps a provider to the host-name suffixes that identify it.
+var rhostClass = []struct {
+	name     string
+	suffixes []string
+}{
+	{"cox", []string{"cox.net"}},
+	{"facebook", []string{".facebook.com"}},
+	{"kddi", []string{".ezweb.ne.jp", "msmx.au.com"}},
+	{"nttdocomo", []string{"mfsmax.docomo.ne.jp"}},
+}
+
+// rhostName returns the provider a recipient domain or remote host
+// belongs to, or "". A recipient domain matches when a suffix ends with
+// it (ezweb.ne.jp for .ezweb.ne.jp), a host name when it ends with a
+// suffix.
+func rhostName(destination, remote string) string {
+	destination = strings.ToLower(strings.TrimSpace(destination))
+	remote = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(remote), "."))
+	if destination != "" {
+		for _, c := range rhostClass {
+			for _, s := range c.suffixes {
+				if strings.HasSuffix(s, destination) && len(destination) > 3 {
+					return c.name
+				}
+			}
+		}
+	}
+	if remote != "" {
+		for _, c := range rhostClass {
+			for _, s := range c.suffixes {
+				if strings.HasSuffix(remote, s) {
+					return c.name
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// byRemoteHost applies the provider's rules to f, "" when they say
+// nothing.
+func byRemoteHost(provider string, f *fact, raw string) string {
+	if strings.TrimSpace(f.text) == "" {
+		return ""
+	}
+	switch provider {
+	case "kddi":
+		switch {
+		case strings.Contains(f.text, "550 : user unknown"):
+			return Filtered
+		case strings.Contains(f.text, ">: user unknown"):
+			return UserUnknown
+		}
+	case "nttdocomo":
+		switch f.status {
+		case "5.1.1", "5.0.911":
+			return UserUnknown
+		case "5.2.0":
+			return Filtered
+		}
+		for _, m := range []struct{ phrase, reason string }{
+			{"552 too much mail data", MailboxFull},
+			{"503 bad sequence of commands", SyntaxError},
+			{"504 command parameter not implemented", SyntaxError},
+			{"552 too many recipients", TooManyConn},
+			{"550 unknown user", UserUnknown},
+		} {
+			if strings.Contains(f.text, m.phrase) {
+				return m.reason
+			}
+		}
+		if f.status == "5.0.0" {
+			switch f.cmd {
+			case "RCPT":
+				return UserUnknown
+			case "DATA":
+				return Rejected
+			}
+		}
+	case "facebook":
+		// Facebook's response codes: "RCP-P2" and the like.
+		i := strings.IndexByte(raw, '-')
+		if i < 3 || i+3 > len(raw) {
+			return ""
+		}
+		return facebookCodes[raw[i-3:i+3]]
+	case "cox":
+		if i := strings.Index(raw, "AUP#"); i >= 0 {
+			code := raw[i+4:]
+			if j := strings.IndexAny(code, " \t\r\n"); j >= 0 {
+				code = code[:j]
+			}
+			if r, ok := coxCodes[code]; ok {
+				return r
+			}
+		}
+		for _, m := range []struct{ phrase, reason string }{
+			{"cox too many bad commands from", Blocked},
+			{"too many invalid recipients", Blocked},
+			{"dns check failure - try again later", RequirePTR},
+			{"rejected - no rdns", RequirePTR},
+			{"esmtp no data before greeting", PolicyViolation},
+			{"attachment extension is forbidden", PolicyViolation},
+			{"sender rejected", Rejected},
+			{"esmtp server temporarily not available", SystemError},
+			{"too many sessions from", TooManyConn},
+			{"requested action aborted: try again later", TooManyConn},
+			{"message threshold exceeded", TooManyConn},
+			{"recipient rejected", UserUnknown},
+		} {
+			if strings.Contains(f.text, m.phrase) {
+				return m.reason
+			}
+		}
+	}
+	return ""
+}
+
+// facebookCodes are Facebook's published response codes.
+var facebookCodes = map[string]string{
+	"POL-P7": AuthFailure,
+	"POL-P1": Blocked, "POL-P2": Blocked, "POL-P3": Blocked, "POL-P4": Blocked,
+	"POL-T1": Blocked, "POL-T2": Blocked, "POL-T3": Blocked,
+	"MSG-P2": ContentError,
+	"RCP-P2": Filtered, "RCP-P3": Filtered,
+	"MSG-P1": MesgTooBig, "INT-P2": MesgTooBig,
+	"MSG-P3": NotCompliantRFC,
+	"DNS-P1": Rejected, "DNS-P2": Rejected, "DNS-T1": Rejected,
+	"DNS-P3": RequirePTR, "DNS-T2": RequirePTR,
+	"POL-P6": SpamDetected,
+	"RCP-T4": Suspend,
+	"RCP-T1": SystemError,
+	"CON-T1": TooManyConn, "CON-T2": TooManyConn, "CON-T3": TooManyConn, "CON-T4": TooManyConn, "MSG-T1": TooManyConn,
+	"RCP-P1": UserUnknown, "INT-P1": UserUnknown, "INT-P3": UserUnknown, "INT-P4": UserUnknown,
+	"POL-P5": VirusDetected,
+}
+
+// coxCodes are Cox's AUP# error codes.
+var coxCodes = map[string]string{
+	"CXBL": Blocked, "CXDNS": RequirePTR, "CXSNDR": AuthFailure, "CXSMTP": Rejected,
+	"CXCNCT": TooManyConn, "CXMXRT": TooManyConn, "CDRBL": Blocked,
+	"CXTHRT": SecurityError, "CXMJ": SecurityError,
+	"IPBL0001": Blocked, "IPBL0010": Blocked, "IPBL0100": Blocked, "IPBL0011": Blocked,
+	"IPBL0101": Blocked, "IPBL0110": Blocked, "IPBL0111": Blocked, "IPBL1000": Blocked,
+	"IPBL1001": Blocked, "IPBL1010": Blocked, "IPBL1011": Blocked, "IPBL1100": Blocked,
+	"IPBL1101": Blocked, "IPBL1110": Blocked, "IPBL1111": Blocked, "IPBL00001": Blocked,
+	"URLBL011": SpamDetected, "URLBL101": SpamDetected, "URLBL110": SpamDetected, "URLBL1001": SpamDetected,
+}
