@@ -71,16 +71,14 @@ func byRemoteHost(provider string, f *fact, raw string) string {
 		case "5.2.0":
 			return Filtered
 		}
-		for _, m := range []struct{ phrase, reason string }{
+		if r := firstPhrase(f.text, []phraseReason{
 			{"552 too much mail data", MailboxFull},
 			{"503 bad sequence of commands", SyntaxError},
 			{"504 command parameter not implemented", SyntaxError},
 			{"552 too many recipients", TooManyConn},
 			{"550 unknown user", UserUnknown},
-		} {
-			if strings.Contains(f.text, m.phrase) {
-				return m.reason
-			}
+		}); r != "" {
+			return r
 		}
 		if f.status == "5.0.0" {
 			switch f.cmd {
@@ -107,7 +105,7 @@ func byRemoteHost(provider string, f *fact, raw string) string {
 				return r
 			}
 		}
-		for _, m := range []struct{ phrase, reason string }{
+		return firstPhrase(f.text, []phraseReason{
 			{"cox too many bad commands from", Blocked},
 			{"too many invalid recipients", Blocked},
 			{"dns check failure - try again later", RequirePTR},
@@ -120,10 +118,18 @@ func byRemoteHost(provider string, f *fact, raw string) string {
 			{"requested action aborted: try again later", TooManyConn},
 			{"message threshold exceeded", TooManyConn},
 			{"recipient rejected", UserUnknown},
-		} {
-			if strings.Contains(f.text, m.phrase) {
-				return m.reason
-			}
+		})
+	}
+	return ""
+}
+
+type phraseReason struct{ phrase, reason string }
+
+// firstPhrase returns the reason of the first phrase text contains, or "".
+func firstPhrase(text string, table []phraseReason) string {
+	for _, m := range table {
+		if strings.Contains(text, m.phrase) {
+			return m.reason
 		}
 	}
 	return ""
