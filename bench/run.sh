@@ -86,6 +86,8 @@ measure() {
     got=$(sinkcount); got=${got:-0}
     r=$(cgrss); [ "$r" -gt "$peak" ] && peak=$r
     [ "$got" -ge "$N" ] && break
+    if ! kill -0 "$src" 2>/dev/null && grep -q fatal "$OUT/$name.source.log"; then
+      echo "bench: $name: load failed: $(grep fatal "$OUT/$name.source.log" | head -1)" >&2; break; fi
     if [ "$(date +%s)" -gt "$deadline" ]; then echo "bench: $name: timeout, sink has $got of $N" >&2; break; fi
     sleep 0.1
   done
@@ -205,6 +207,7 @@ tenants:
     client_ips: [127.0.0.1/32]
 ingest:
   hostname: bench.localhost
+  limits: {rate: 0, ramp: 0s, new_daily_cap: 0}   # the bench measures the pipeline, not tenant limits
   listeners:
     - {name: bench, addr: "127.0.0.1:$port", tls: none, client_ip_tenants: true}
 sender:
