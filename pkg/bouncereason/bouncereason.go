@@ -99,6 +99,19 @@ type Input struct {
 	// name of the MTA that answered, when known: some providers' replies
 	// are read by their own rules (rhost.go).
 	Destination, RemoteHost string
+	// Reason is the reason the reporting MTA's own wording names (the
+	// per-MTA tables of pkg/dsn, as Sisimai's lhost modules), "" when
+	// none. A firm one is final; a tentative one (retried) yields to
+	// the remote-host rules and the probes of the first order, and
+	// wins over the phrase tables.
+	Reason string
+}
+
+// retried are the reasons that an MTA's own wording names only
+// tentatively (Sisimai's GetRetried).
+var retried = map[string]bool{
+	Undefined: true, OnHold: true, SystemError: true, SecurityError: true, Expired: true,
+	NetworkError: true, HostUnknown: true, UserUnknown: true,
 }
 
 // FromReply classifies an SMTP reply: its code, enhanced status code and
@@ -125,7 +138,10 @@ func Classify(in Input) string {
 	if strings.HasPrefix(st, "2.") {
 		return Delivered
 	}
-	f := fact{status: st, name: StatusName(st), text: text, code: in.Code, cmd: in.Command, action: strings.ToLower(in.Action)}
+	if in.Reason != "" && !retried[in.Reason] {
+		return in.Reason
+	}
+	f := fact{status: st, name: StatusName(st), text: text, code: in.Code, cmd: in.Command, action: strings.ToLower(in.Action), reason: in.Reason}
 	if p := rhostName(in.Destination, in.RemoteHost); p != "" {
 		if r := byRemoteHost(p, &f, in.Text); r != "" {
 			return r
@@ -202,7 +218,9 @@ func beforeData(cmd string) bool {
 
 type fact struct {
 	status, name, text, cmd, action string
-	code                            int
+	// reason is the tentative reason the MTA's wording named.
+	reason string
+	code   int
 }
 
 func (f *fact) has(reason string) bool {
@@ -214,6 +232,9 @@ func (f *fact) has(reason string) bool {
 
 // probe decides one reason of firstOrder.
 func (f *fact) probe(r string) bool {
+	if r == f.reason {
+		return true
+	}
 	switch r {
 	case UserUnknown:
 		if f.name == UserUnknown {
@@ -312,6 +333,9 @@ func (f *fact) hasRejected() bool {
 // another decides when no probe held: phrases first, then the status
 // code's reason, then its class.
 func (f *fact) another(mailer bool) string {
+	if f.reason != "" && f.reason != OnHold && f.reason != Undefined {
+		return f.reason
+	}
 	if !openReasons[f.name] && !mailer {
 		return f.name
 	}

@@ -153,12 +153,13 @@ func ParseBytes(raw []byte) (rep *Report, err error) {
 	// The SMTP command a reply answered is often named only in the
 	// human-readable text ("in reply to RCPT TO command").
 	cmd := bouncereason.Command(body)
+	by := reportingMTA(top, subject, body)
 	for i := range rep.Recipients {
 		rc := &rep.Recipients[i]
 		if rc.Diagnostic == "" {
 			rc.Diagnostic = around(readable(body), rc.Address)
 		}
-		classify(rc, cmd)
+		classify(rc, cmd, by)
 		// Google Groups: the group refused the post (it does not exist or
 		// the sender may not post); the notice is localised, so its text
 		// says nothing the phrase tables know.
@@ -205,8 +206,11 @@ func (rep *Report) withOriginal(w walker) *Report {
 }
 
 // classify fills the reason and hard flag from status, code and text.
-func classify(rc *Recipient, cmd string) {
+func classify(rc *Recipient, cmd string, by *mta) {
 	in := bouncereason.Input{Status: rc.Status, Code: rc.ReplyCode, Text: rc.Diagnostic, Action: rc.Action, RemoteHost: rc.RemoteMTA}
+	if by != nil {
+		in.Reason = by.reason(rc.Diagnostic)
+	}
 	if i := strings.LastIndexByte(rc.Address, '@'); i >= 0 {
 		in.Destination = rc.Address[i+1:]
 	}
