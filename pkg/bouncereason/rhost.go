@@ -71,7 +71,7 @@ func byRemoteHost(provider string, f *fact, raw string) string {
 		case "5.2.0":
 			return Filtered
 		}
-		if r := firstPhrase(f.text, []phraseReason{
+		if r := FirstPhrase(f.text, []Phrase{
 			{"552 too much mail data", MailboxFull},
 			{"503 bad sequence of commands", SyntaxError},
 			{"504 command parameter not implemented", SyntaxError},
@@ -105,7 +105,7 @@ func byRemoteHost(provider string, f *fact, raw string) string {
 				return r
 			}
 		}
-		return firstPhrase(f.text, []phraseReason{
+		return FirstPhrase(f.text, []Phrase{
 			{"cox too many bad commands from", Blocked},
 			{"too many invalid recipients", Blocked},
 			{"dns check failure - try again later", RequirePTR},
@@ -123,13 +123,15 @@ func byRemoteHost(provider string, f *fact, raw string) string {
 	return ""
 }
 
-type phraseReason struct{ phrase, reason string }
+// Phrase is one line of a phrase table: a text and the reason it names.
+type Phrase struct{ Text, Reason string }
 
-// firstPhrase returns the reason of the first phrase text contains, or "".
-func firstPhrase(text string, table []phraseReason) string {
+// FirstPhrase returns the reason of the first phrase of table that text
+// contains (as it is: the caller decides the case), or "".
+func FirstPhrase(text string, table []Phrase) string {
 	for _, m := range table {
-		if strings.Contains(text, m.phrase) {
-			return m.reason
+		if strings.Contains(text, m.Text) {
+			return m.Reason
 		}
 	}
 	return ""

@@ -27,22 +27,13 @@ type mta struct {
 	reason func(diag string) string
 }
 
-type phrase struct{ text, reason string }
-
-// firstPhrase returns the reason of the first phrase diag contains
-// (case-sensitive, as the MTA writes it), or "".
-func firstPhrase(diag string, table []phrase) string {
-	for _, p := range table {
-		if strings.Contains(diag, p.text) {
-			return p.reason
-		}
-	}
-	return ""
-}
+// phrase is a line of an MTA's table, matched case-sensitively, as the
+// MTA writes it.
+type phrase = bouncereason.Phrase
 
 // table is a reason func over a phrase table.
 func table(t []phrase) func(string) string {
-	return func(diag string) string { return firstPhrase(diag, t) }
+	return func(diag string) string { return bouncereason.FirstPhrase(diag, t) }
 }
 
 var mtas = []mta{
@@ -52,12 +43,12 @@ var mtas = []mta{
 			return strings.HasPrefix(subject, "DELIVERY FAILURE:") || strings.Contains(subject, "DELIVERY_FAILURE")
 		},
 		reason: table([]phrase{
-			{"Cannot route mail to user", bouncereason.Filtered},
-			{"Several matches found in Domino Directory", bouncereason.SystemError},
-			{"not listed in Domino Directory", bouncereason.UserUnknown},
-			{"not listed in public Name & Address Book", bouncereason.UserUnknown},
-			{"no se encuentra en el Directorio de Domino", bouncereason.UserUnknown},
-			{"non répertorié dans l'annuaire Domino", bouncereason.UserUnknown},
+			{Text: "Cannot route mail to user", Reason: bouncereason.Filtered},
+			{Text: "Several matches found in Domino Directory", Reason: bouncereason.SystemError},
+			{Text: "not listed in Domino Directory", Reason: bouncereason.UserUnknown},
+			{Text: "not listed in public Name & Address Book", Reason: bouncereason.UserUnknown},
+			{Text: "no se encuentra en el Directorio de Domino", Reason: bouncereason.UserUnknown},
+			{Text: "non répertorié dans l'annuaire Domino", Reason: bouncereason.UserUnknown},
 		}),
 	},
 	{
@@ -88,13 +79,13 @@ var mtas = []mta{
 			return strings.HasPrefix(subject, "Undeliverable Mail ") || strings.HasPrefix(h.Get("X-Mailer"), "<SMTP32 v")
 		},
 		reason: table([]phrase{
-			{"Unknown host", bouncereason.HostUnknown},
-			{"Unknown user", bouncereason.UserUnknown},
-			{"Invalid final delivery userid", bouncereason.UserUnknown},
-			{"User mailbox exceeds allowed size", bouncereason.MailboxFull},
-			{"Requested action not taken: virus detected", bouncereason.VirusDetected},
-			{"Blacklisted URL in message", bouncereason.SpamDetected},
-			{"Delivery failed ", bouncereason.Expired},
+			{Text: "Unknown host", Reason: bouncereason.HostUnknown},
+			{Text: "Unknown user", Reason: bouncereason.UserUnknown},
+			{Text: "Invalid final delivery userid", Reason: bouncereason.UserUnknown},
+			{Text: "User mailbox exceeds allowed size", Reason: bouncereason.MailboxFull},
+			{Text: "Requested action not taken: virus detected", Reason: bouncereason.VirusDetected},
+			{Text: "Blacklisted URL in message", Reason: bouncereason.SpamDetected},
+			{Text: "Delivery failed ", Reason: bouncereason.Expired},
 		}),
 	},
 	{
@@ -162,32 +153,32 @@ func exchange2003Reason(diag string) string {
 // qmail's own messages (qmail-remote.c, qmail-local.c, qmail-send.c and
 // the qmail-ldap patch).
 var qmailMessages = []phrase{
-	{"Sorry, I couldn't find any host ", bouncereason.HostUnknown},
-	{"disk quota exceeded", bouncereason.MailboxFull},
-	{"Message size exceeds fixed maximum message size:", bouncereason.MesgTooBig},
-	{"Sorry, I wasn't able to establish an SMTP connection", bouncereason.NetworkError},
-	{"Sorry. Although I'm listed as a best-preference MX or A for that host", bouncereason.NetworkError},
-	{"Sorry, I couldn't find a mail exchanger or IP address", bouncereason.NotAccept},
-	{"bad interpreter: No such file or directory", bouncereason.SystemError},
-	{"system error", bouncereason.SystemError},
-	{"Unable to", bouncereason.SystemError},
-	{"Requested action not taken: mailbox unavailable (not enough free space)", bouncereason.SystemFull},
-	{"no mailbox here by that name", bouncereason.UserUnknown},
-	{"The message exeeded the maximum size the user accepts", bouncereason.ExceedLimit},
-	{"Mailaddress is administrativly disabled", bouncereason.Suspend},
-	{"Mailaddress is administrativley disabled", bouncereason.Suspend},
-	{"Mailaddress is administratively disabled", bouncereason.Suspend},
-	{"Mailaddress is administrativeley disabled", bouncereason.Suspend},
-	{"Automatic homedir creator crashed", bouncereason.SystemError},
-	{"Illegal value in LDAP attribute", bouncereason.SystemError},
-	{"LDAP attribute is not given but mandatory", bouncereason.SystemError},
-	{"Timeout while performing search on LDAP server", bouncereason.SystemError},
-	{"Too many results returned but needs to be unique", bouncereason.SystemError},
-	{"Permanent error while executing qmail-forward", bouncereason.SystemError},
-	{"Temporary error in automatic homedir creation", bouncereason.SystemError},
-	{"Temporary error while executing qmail-forward", bouncereason.SystemError},
-	{"Temporary failure in LDAP lookup", bouncereason.SystemError},
-	{"Unable to login into LDAP server, bad credentials", bouncereason.SystemError},
+	{Text: "Sorry, I couldn't find any host ", Reason: bouncereason.HostUnknown},
+	{Text: "disk quota exceeded", Reason: bouncereason.MailboxFull},
+	{Text: "Message size exceeds fixed maximum message size:", Reason: bouncereason.MesgTooBig},
+	{Text: "Sorry, I wasn't able to establish an SMTP connection", Reason: bouncereason.NetworkError},
+	{Text: "Sorry. Although I'm listed as a best-preference MX or A for that host", Reason: bouncereason.NetworkError},
+	{Text: "Sorry, I couldn't find a mail exchanger or IP address", Reason: bouncereason.NotAccept},
+	{Text: "bad interpreter: No such file or directory", Reason: bouncereason.SystemError},
+	{Text: "system error", Reason: bouncereason.SystemError},
+	{Text: "Unable to", Reason: bouncereason.SystemError},
+	{Text: "Requested action not taken: mailbox unavailable (not enough free space)", Reason: bouncereason.SystemFull},
+	{Text: "no mailbox here by that name", Reason: bouncereason.UserUnknown},
+	{Text: "The message exeeded the maximum size the user accepts", Reason: bouncereason.ExceedLimit},
+	{Text: "Mailaddress is administrativly disabled", Reason: bouncereason.Suspend},
+	{Text: "Mailaddress is administrativley disabled", Reason: bouncereason.Suspend},
+	{Text: "Mailaddress is administratively disabled", Reason: bouncereason.Suspend},
+	{Text: "Mailaddress is administrativeley disabled", Reason: bouncereason.Suspend},
+	{Text: "Automatic homedir creator crashed", Reason: bouncereason.SystemError},
+	{Text: "Illegal value in LDAP attribute", Reason: bouncereason.SystemError},
+	{Text: "LDAP attribute is not given but mandatory", Reason: bouncereason.SystemError},
+	{Text: "Timeout while performing search on LDAP server", Reason: bouncereason.SystemError},
+	{Text: "Too many results returned but needs to be unique", Reason: bouncereason.SystemError},
+	{Text: "Permanent error while executing qmail-forward", Reason: bouncereason.SystemError},
+	{Text: "Temporary error in automatic homedir creation", Reason: bouncereason.SystemError},
+	{Text: "Temporary error while executing qmail-forward", Reason: bouncereason.SystemError},
+	{Text: "Temporary failure in LDAP lookup", Reason: bouncereason.SystemError},
+	{Text: "Unable to login into LDAP server, bad credentials", Reason: bouncereason.SystemError},
 }
 
 func qmailReason(diag string) string {
@@ -199,11 +190,11 @@ func qmailReason(diag string) string {
 	}
 	// The remote host's reply, when quoted, before qmail's own words.
 	if i := strings.Index(diag, "Remote host said:"); i >= 0 {
-		if r := firstPhrase(diag[i:], qmailMessages); r != "" {
+		if r := bouncereason.FirstPhrase(diag[i:], qmailMessages); r != "" {
 			return r
 		}
 	}
-	if r := firstPhrase(diag, qmailMessages); r != "" {
+	if r := bouncereason.FirstPhrase(diag, qmailMessages); r != "" {
 		return r
 	}
 	if strings.Contains(diag, expired) {
