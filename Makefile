@@ -9,7 +9,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 TAGS    := integration
 FUZZTIME ?= 10s
 
-.PHONY: build run test unit fuzz vet eval model bench clean
+.PHONY: build run test unit fuzz vet eval model bench bench-micro clean
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/outflow
@@ -36,7 +36,13 @@ vet:
 fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
+# Outflow against Postfix and Postfix+OpenDKIM with smtp-source/smtp-sink
+# (docs/performance.md); N, S, C, SYSTEMS override. Needs root.
 bench:
+	bench/run.sh
+
+# The go test micro-benchmarks of the hot paths.
+bench-micro:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 clean:

@@ -154,6 +154,7 @@ KeyFile $k/bench.private
 Socket inet:$mp@127.0.0.1
 PidFile $k/opendkim.pid
 UserID opendkim
+RequireSafeKeys no
 CF
   incg opendkim -f -x "$k/opendkim.conf" >"$OUT/pf+dkim.opendkim.log" 2>&1 &
   pids+=("$!"); waitport "$mp"
