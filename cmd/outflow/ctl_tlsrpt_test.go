@@ -3,14 +3,13 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/outflowmail/outflow/pkg/bus"
+	"github.com/outflowmail/outflow/pkg/bustest"
 	"github.com/outflowmail/outflow/pkg/dnstest"
 	"github.com/outflowmail/outflow/pkg/events"
 	"github.com/outflowmail/outflow/pkg/natstest"
@@ -21,13 +20,7 @@ import (
 // publishes a _smtp._tls record, from the day's tls events.
 func TestCtlTLSRPT(t *testing.T) {
 	ns := natstest.Start(t)
-	bc := bus.DefaultConfig()
-	bc.URL = ns.ClientURL()
-	b, err := bus.Connect(t.Context(), bc, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
+	b := bustest.ConnectTo(t, ns.ClientURL(), nil)
 	now := time.Now().UTC()
 	publish := func(id, domain, result string) {
 		t.Helper()
@@ -45,7 +38,7 @@ func TestCtlTLSRPT(t *testing.T) {
 
 	dir := t.TempDir()
 	var stdout, stderr bytes.Buffer
-	err = runCtl(t.Context(), []string{"-nats", ns.ClientURL(), "tlsrpt", "report", "--date", now.Format(time.DateOnly),
+	err := runCtl(t.Context(), []string{"-nats", ns.ClientURL(), "tlsrpt", "report", "--date", now.Format(time.DateOnly),
 		"--out", dir, "--resolver", ds.Addr}, nil, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("ctl tlsrpt report: %v\n%s", err, stderr.String())

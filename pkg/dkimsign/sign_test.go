@@ -14,7 +14,7 @@ import (
 
 	"github.com/emersion/go-msgauth/dkim"
 
-	"github.com/outflowmail/outflow/pkg/bus"
+	"github.com/outflowmail/outflow/pkg/bustest"
 	"github.com/outflowmail/outflow/pkg/natstest"
 )
 
@@ -92,14 +92,7 @@ func providerFiles(t testing.TB, dns dnsKeys, ed bool) Config {
 
 func testStore(t testing.TB) Store {
 	t.Helper()
-	ns := natstest.Start(t)
-	bc := bus.DefaultConfig()
-	bc.URL = ns.ClientURL()
-	b, err := bus.Connect(context.Background(), bc, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
+	b := bustest.Start(t)
 	return Store{KV: b.DKIMKeys}
 }
 
@@ -344,13 +337,7 @@ func BenchmarkSign(b *testing.B) {
 func TestSign_StoreDown(t *testing.T) {
 	dns := dnsKeys{}
 	ns := natstest.Start(t)
-	bc := bus.DefaultConfig()
-	bc.URL = ns.ClientURL()
-	b, err := bus.Connect(context.Background(), bc, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
+	b := bustest.ConnectTo(t, ns.ClientURL(), nil)
 	st := Store{KV: b.DKIMKeys}
 	putTenantKey(t, st, dns, "demo", "tenant.example", "s1", RSA, time.Time{})
 	now := time.Now()

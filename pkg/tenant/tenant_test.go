@@ -9,8 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/outflowmail/outflow/pkg/bus"
-	"github.com/outflowmail/outflow/pkg/natstest"
+	"github.com/outflowmail/outflow/pkg/bustest"
 )
 
 func TestValidID(t *testing.T) {
@@ -48,17 +47,10 @@ func TestPassword(t *testing.T) {
 }
 
 func TestDirectory_WatchesAndPicksMostSpecificRange(t *testing.T) {
-	ns := natstest.Start(t)
-	cfg := bus.DefaultConfig()
-	cfg.URL = ns.ClientURL()
+	b := bustest.Start(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	b, err := bus.Connect(ctx, cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
 	s := Store{Tenants: b.Tenants, Policy: b.Policy}
 	for _, tn := range []*Tenant{
 		{ID: "wide", ClientIPs: []string{"10.0.0.0/8"}},

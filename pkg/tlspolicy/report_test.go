@@ -2,15 +2,14 @@ package tlspolicy_test
 
 import (
 	"encoding/json"
-	"log/slog"
 	"maps"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/outflowmail/outflow/pkg/bus"
+	"github.com/outflowmail/outflow/pkg/bustest"
 	"github.com/outflowmail/outflow/pkg/delivery"
-	"github.com/outflowmail/outflow/pkg/natstest"
 	"github.com/outflowmail/outflow/pkg/tlspolicy"
 	"github.com/outflowmail/outflow/pkg/tlsrpt"
 )
@@ -20,14 +19,7 @@ import (
 // and checks the day's RFC 8460 reports: field names as the RFC spells
 // them, and counts equal to the sessions run.
 func TestReport_FromSessions(t *testing.T) {
-	ns := natstest.Start(t)
-	bc := bus.DefaultConfig()
-	bc.URL = ns.ClientURL()
-	b, err := bus.Connect(t.Context(), bc, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
+	b := bustest.Start(t)
 
 	w := newWorld(t)
 	self := selfSigned(t, "mx1.example.net")

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outflowmail/outflow/pkg/bus"
+	"github.com/outflowmail/outflow/pkg/bustest"
 	"github.com/outflowmail/outflow/pkg/chstore"
 	"github.com/outflowmail/outflow/pkg/chtest"
 	"github.com/outflowmail/outflow/pkg/events"
@@ -325,17 +326,7 @@ func testConfig(chAddr string) Config {
 
 func connectBus(tb testing.TB) *bus.Bus {
 	tb.Helper()
-	ns := natstest.Start(tb)
-	cfg := bus.DefaultConfig()
-	cfg.URL = ns.ClientURL()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	b, err := bus.Connect(ctx, cfg, testLogger(tb))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(b.Close)
-	return b
+	return bustest.ConnectTo(tb, natstest.Start(tb).ClientURL(), testLogger(tb))
 }
 
 // startRun runs the role until the returned stop is called (or the test

@@ -10,9 +10,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outflowmail/outflow/pkg/bus"
+	"github.com/outflowmail/outflow/pkg/bustest"
 	"github.com/outflowmail/outflow/pkg/envelope"
 	"github.com/outflowmail/outflow/pkg/events"
-	"github.com/outflowmail/outflow/pkg/natstest"
 	"github.com/outflowmail/outflow/pkg/verp"
 )
 
@@ -27,15 +27,9 @@ type fixture struct {
 
 func startWorker(t *testing.T) *fixture {
 	t.Helper()
-	ns := natstest.Start(t)
-	bc := bus.DefaultConfig()
-	bc.URL = ns.ClientURL()
+	b := bustest.Start(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithCancel(context.Background())
-	b, err := bus.Connect(ctx, bc, log)
-	if err != nil {
-		t.Fatal(err)
-	}
 	codec, err := verp.New(verp.Config{Domain: "bounces.test", Secrets: []string{testSecret}, PerRecipient: true})
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +45,6 @@ func startWorker(t *testing.T) *fixture {
 		if err := <-done; err != nil {
 			t.Errorf("Run: %v", err)
 		}
-		b.Close()
 	})
 	return &fixture{bus: b, w: w, codec: codec}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outflowmail/outflow/pkg/bus"
+	"github.com/outflowmail/outflow/pkg/bustest"
 	"github.com/outflowmail/outflow/pkg/envelope"
 	"github.com/outflowmail/outflow/pkg/natstest"
 	"github.com/outflowmail/outflow/pkg/tenant"
@@ -48,14 +49,8 @@ func testLogger(tb testing.TB) *slog.Logger {
 func start(t *testing.T, mutate func(*Config)) *fixture {
 	t.Helper()
 	ns := natstest.Start(t)
-	bc := bus.DefaultConfig()
-	bc.URL = ns.ClientURL()
-	bc.PublishTimeout = time.Second
+	b := bustest.ConnectTo(t, ns.ClientURL(), testLogger(t), func(c *bus.Config) { c.PublishTimeout = time.Second })
 	ctx, cancel := context.WithCancel(context.Background())
-	b, err := bus.Connect(ctx, bc, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
 	store := tenant.Store{Tenants: b.Tenants, Policy: b.Policy}
 	acme := &tenant.Tenant{ID: "acme", ClientIPs: []string{"127.0.0.0/8"}}
 	if err := acme.SetPassword("correct-horse"); err != nil {
@@ -97,7 +92,6 @@ func start(t *testing.T, mutate func(*Config)) *fixture {
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		b.Close()
 	})
 	return &fixture{ns: ns, bus: b, store: store, srv: srv}
 }

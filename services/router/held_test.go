@@ -11,10 +11,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outflowmail/outflow/pkg/bus"
+	"github.com/outflowmail/outflow/pkg/bustest"
 	"github.com/outflowmail/outflow/pkg/envelope"
 	"github.com/outflowmail/outflow/pkg/events"
 	"github.com/outflowmail/outflow/pkg/held"
-	"github.com/outflowmail/outflow/pkg/natstest"
 	"github.com/outflowmail/outflow/pkg/pool"
 	"github.com/outflowmail/outflow/pkg/tenant"
 )
@@ -26,15 +26,8 @@ import (
 func TestRun_PolicyEnforcement(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ns := natstest.Start(t)
-	bc := bus.DefaultConfig()
-	bc.URL = ns.ClientURL()
+	b := bustest.Start(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b, err := bus.Connect(ctx, bc, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
 	pools := pool.Set{
 		{Name: "shared", Purpose: pool.Shared, IPs: []pool.IP{{Address: "127.0.0.2"}}},
 		{Name: "high-risk", Purpose: pool.HighRisk, IPs: []pool.IP{{Address: "127.0.0.3"}}},

@@ -11,23 +11,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outflowmail/outflow/pkg/bus"
+	"github.com/outflowmail/outflow/pkg/bustest"
 	"github.com/outflowmail/outflow/pkg/envelope"
 	"github.com/outflowmail/outflow/pkg/events"
-	"github.com/outflowmail/outflow/pkg/natstest"
 	"github.com/outflowmail/outflow/pkg/suppression"
 )
 
 func TestSuppress_DropsListedRecipientsWithEvents(t *testing.T) {
 	ctx := context.Background()
-	ns := natstest.Start(t)
-	bc := bus.DefaultConfig()
-	bc.URL = ns.ClientURL()
+	b := bustest.Start(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b, err := bus.Connect(ctx, bc, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
 	store, err := suppression.Open(ctx, b.JS, 1)
 	if err != nil {
 		t.Fatal(err)

@@ -17,8 +17,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outflowmail/outflow/pkg/bus"
+	"github.com/outflowmail/outflow/pkg/bustest"
 	"github.com/outflowmail/outflow/pkg/envelope"
-	"github.com/outflowmail/outflow/pkg/natstest"
 	"github.com/outflowmail/outflow/pkg/pool"
 	"github.com/outflowmail/outflow/pkg/smtptest"
 )
@@ -109,16 +109,9 @@ func startBenchWorld(b *testing.B) *benchWorld {
 		w.deferred.Add(1)
 		return smtptest.Reply(451, "4.7.1", "try again later")
 	}}})
-	ns := natstest.Start(b)
-	bc := bus.DefaultConfig()
-	bc.URL = ns.ClientURL()
-	bc.PublishTimeout = 30 * time.Second
-	log := slog.New(slog.DiscardHandler)
-	bb, err := bus.Connect(context.Background(), bc, log)
-	if err != nil {
-		b.Fatal(err)
-	}
+	bb := bustest.Start(b, func(c *bus.Config) { c.PublishTimeout = 30 * time.Second })
 	w.b = bb
+	log := slog.New(slog.DiscardHandler)
 	cfg := DefaultConfig()
 	cfg.Transports = map[string]string{"slow.example": slow.Addr(), "fast.example": fast.Addr()}
 	cfg.Retry = Retry{FirstDelay: time.Hour, MaxDelay: 2 * time.Hour, MaxAge: 72 * time.Hour}
@@ -134,7 +127,6 @@ func startBenchWorld(b *testing.B) *benchWorld {
 		if err := <-done; err != nil {
 			b.Error(err)
 		}
-		bb.Close()
 	})
 	return w
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outflowmail/outflow/pkg/bus"
+	"github.com/outflowmail/outflow/pkg/bustest"
 	"github.com/outflowmail/outflow/pkg/dnstest"
 	"github.com/outflowmail/outflow/pkg/envelope"
 	"github.com/outflowmail/outflow/pkg/events"
@@ -56,20 +57,14 @@ func testConfig(addr string) Config {
 
 func start(t *testing.T, cfg Config, opts Options) *world {
 	t.Helper()
-	ns := natstest.Start(t)
-	bc := bus.DefaultConfig()
-	bc.URL = ns.ClientURL()
-	bc.InlineLimit = 1024
-	bc.AckWait = 2 * time.Second
 	log := slog.New(slog.DiscardHandler)
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	b, err := bus.Connect(context.Background(), bc, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
+	b := bustest.ConnectTo(t, natstest.Start(t).ClientURL(), log, func(c *bus.Config) {
+		c.InlineLimit = 1024
+		c.AckWait = 2 * time.Second
+	})
 	w := &world{b: b, events: make(chan *events.Event, 100)}
 	sub, err := b.NC.Subscribe(events.Subject+".>", func(m *nats.Msg) {
 		if e, err := events.Unmarshal(m.Data); err == nil {

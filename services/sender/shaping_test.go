@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/outflowmail/outflow/pkg/bus"
+	"github.com/outflowmail/outflow/pkg/bustest"
 	"github.com/outflowmail/outflow/pkg/envelope"
 	"github.com/outflowmail/outflow/pkg/events"
 	"github.com/outflowmail/outflow/pkg/natstest"
@@ -150,17 +151,10 @@ func startTwoSenders(t *testing.T, sc shaping.Config, pools pool.Set, addr strin
 	log := slog.New(slog.DiscardHandler)
 	var buses []*bus.Bus
 	for i := range 2 {
-		bc := bus.DefaultConfig()
-		bc.URL = ns.ClientURL()
-		bc.Name = fmt.Sprintf("sender-%d", i)
-		b, err := bus.Connect(context.Background(), bc, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(b.Close)
+		b := bustest.ConnectTo(t, ns.ClientURL(), log, func(c *bus.Config) { c.Name = fmt.Sprintf("sender-%d", i) })
 		buses = append(buses, b)
 		sh, err := shaping.New(context.Background(), shaping.Options{
-			Config: sc, JS: b.JS, Pools: pools, Publish: b.PublishEvent, Sender: bc.Name, Log: log,
+			Config: sc, JS: b.JS, Pools: pools, Publish: b.PublishEvent, Sender: b.Config().Name, Log: log,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -171,7 +165,7 @@ func startTwoSenders(t *testing.T, sc shaping.Config, pools pool.Set, addr strin
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() {
-			done <- RunWith(ctx, cfg, pools, b, log, Options{Shaper: sh, Name: bc.Name, Rand: func() float64 { return 0.5 }})
+			done <- RunWith(ctx, cfg, pools, b, log, Options{Shaper: sh, Name: b.Config().Name, Rand: func() float64 { return 0.5 }})
 		}()
 		t.Cleanup(func() {
 			cancel()
