@@ -18,8 +18,11 @@ var rhostClass = []struct {
 }{
 	{"cox", []string{"cox.net"}},
 	{"facebook", []string{".facebook.com"}},
+	{"franceptt", []string{".laposte.net", ".orange.fr", ".wanadoo.fr"}},
 	{"kddi", []string{".ezweb.ne.jp", "msmx.au.com"}},
 	{"nttdocomo", []string{"mfsmax.docomo.ne.jp"}},
+	{"outlook", []string{".hotmail.com"}},
+	{"yahooinc", []string{".yahoodns.net"}},
 }
 
 // rhostName returns the provider a recipient domain or remote host
@@ -95,6 +98,15 @@ func byRemoteHost(provider string, f *fact, raw string) string {
 			return ""
 		}
 		return facebookCodes[raw[i-3:i+3]]
+	case "outlook":
+		return FirstPhrase(f.text, []Phrase{
+			{"the mail could not be delivered to the recipient because the domain is not reachable", HostUnknown},
+			{"requested action not taken: mailbox unavailable", UserUnknown},
+		})
+	case "yahooinc":
+		return FirstPhrase(f.text, yahooMessages)
+	case "franceptt":
+		return francePTT(f.text)
 	case "cox":
 		if i := strings.Index(raw, "AUP#"); i >= 0 {
 			code := raw[i+4:]
@@ -133,6 +145,58 @@ func FirstPhrase(text string, table []Phrase) string {
 		if strings.Contains(text, m.Text) {
 			return m.Reason
 		}
+	}
+	return ""
+}
+
+// yahooMessages are Yahoo's documented replies (senders.yahooinc.com).
+var yahooMessages = []Phrase{
+	{"yahoo requires all senders to authenticate with either spf or dkim", AuthFailure},
+	{" because the ip is in spamhaus's list;", Blocked},
+	{"not accepted from ip addresses on spamhaus xbl", Blocked},
+	{"relaying denied for ", NoRelaying},
+	{"headers are not rfc compliant", NotCompliantRFC},
+	{"not accepted for policy reasons", PolicyViolation},
+	{"temporarily deferred due to unexpected volume or user complaints", Rejected},
+	{"due to unresolvable rfc.5321 domain", Rejected},
+	{" will be permanently deferred", Rejected},
+	{"user is receiving mail too quickly", Speeding},
+	{" is no longer valid.", Suspend},
+	{"this mailbox is disabled", Suspend},
+	{"syntax error in parameters or arguments", SyntaxError},
+	{"max message per connection reached", TooManyConn},
+	{"dd this user doesn't have a ", UserUnknown},
+	{"mailbox not found", UserUnknown},
+}
+
+// francePTTCodes are Orange's and La Poste's error numbers ("LPN007_416",
+// "OFR_416 [416]"); "" says nothing.
+var francePTTCodes = map[string]string{
+	"101": Blocked, "102": Blocked, "103": Blocked, "104": TooManyConn,
+	"305": SecurityError, "401": AuthFailure, "402": SecurityError,
+	"403": Rejected, "405": Rejected, "415": Rejected, "416": UserUnknown, "417": MailboxFull,
+	"420": Suspend, "421": Rejected, "426": Suspend, "505": SystemError, "506": SpamDetected,
+	"510": Blocked, "514": MesgTooBig, "517": AuthFailure, "630": PolicyViolation, "999": Blocked,
+}
+
+// francePTT reads the error number after the last LPN/OFR/OUK label.
+func francePTT(text string) string {
+	t := strings.ReplaceAll(text, "_", "-")
+	for _, label := range []string{"lpn", "lpnaaa", "ofr", "ouk"} {
+		i := strings.LastIndex(t, label)
+		if i < 0 {
+			continue
+		}
+		rest, _, _ := strings.Cut(t[i+len(label):], " ")
+		for code, r := range francePTTCodes {
+			if strings.HasSuffix(rest, code) {
+				return r
+			}
+		}
+		break
+	}
+	if strings.Contains(t, "spf/dns de votre nom de domaine") {
+		return AuthFailure
 	}
 	return ""
 }
