@@ -139,6 +139,7 @@ func ParseBytes(raw []byte) (rep *Report, err error) {
 		}
 		if len(rep.Recipients) == 0 {
 			fromText(rep, body)
+			rep.Recipients = notSender(rep.Recipients, top, w.original)
 		}
 	}
 	bounceish := rep.Standard || looksLikeBounce(subject, from, body)
@@ -237,6 +238,34 @@ func classify(rc *Recipient, cmd string, by *mta) {
 		rc.Reason = bouncereason.Classify(in)
 	}
 	rc.Hard = bouncereason.HardStatus(rc.Reason, rc.Status, rc.ReplyCode)
+}
+
+// notSender drops the original message's sender (the bounce's To, the
+// original's From and Return-Path) from the recipients a free-text
+// bounce names ("The original message was received ... from <sender>"):
+// the sender is never the failed recipient, unless it is the only
+// address there is.
+func notSender(rcpts []Recipient, top textproto.Header, original *textproto.Header) []Recipient {
+	senders := map[string]bool{}
+	fields := []string{top.Get("To")}
+	if original != nil {
+		fields = append(fields, original.Get("From"), original.Get("Return-Path"))
+	}
+	for _, v := range fields {
+		for _, a := range addrRE.FindAllString(v, -1) {
+			senders[strings.ToLower(a)] = true
+		}
+	}
+	var out []Recipient
+	for _, rc := range rcpts {
+		if !senders[rc.Address] {
+			out = append(out, rc)
+		}
+	}
+	if len(out) == 0 {
+		return rcpts
+	}
+	return out
 }
 
 func (w walker) originalTo() string {

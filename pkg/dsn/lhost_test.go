@@ -18,6 +18,10 @@ func TestReportingMTA(t *testing.T) {
 			"I'm not going to try again; this message has been in the queue too long.\n", bouncereason.UserUnknown},
 		{"domino directory", "From: Postmaster <postmaster@example.jp>\nTo: a@example.org\nSubject: DELIVERY FAILURE: User b (b@example.jp) not listed in Domino Directory\n\n" +
 			"Your message\n\n  Subject: test\n\nwas not delivered to:\n\n  b@example.jp\n\nbecause:\n\n  User b (b@example.jp) not listed in Domino Directory\n", bouncereason.UserUnknown},
+		{"free text: the sender line is not a recipient", "From: \"Mail Deliver System\" <MAILER-DAEMON@mx.example.jp>\nTo: a@example.org\nSubject: Returned Mail: User unknown\n\n" +
+			"The original message was received at Thu, 29 Apr 2010 23:34:45 +0900 (JST)\nfrom a@example.org\n\n---The following addresses had delivery errors---\n\nb@example.co.jp [User unknown]\n", bouncereason.Filtered},
+		{"sendmail transcript: the reply before the address line", "From: Mail Delivery Subsystem <MAILER-DAEMON@mx.example.net>\nTo: a@example.org\nSubject: Returned mail: see transcript\n\n" +
+			"   ----- Transcript of session follows -----\nWhile talking to mx.example.edu:\n>>> MAIL From:<a@example.org>\n<<< 550 Insecure Mail Relay\n554 <b@example.edu>... Remote protocol error\n", bouncereason.NoRelaying},
 		{"not a known MTA: general rules", "From: MAILER-DAEMON@mx.example.net\nTo: a@example.org\nSubject: Undelivered Mail Returned to Sender\n\n" +
 			"<b@example.com>: User b not listed in Domino Directory\n", bouncereason.Filtered},
 	} {

@@ -106,6 +106,16 @@ func around(text, addr string) string {
 	}
 	var b strings.Builder
 	for _, start := range starts {
+		// A session transcript (sendmail: ">>> RCPT To:<addr>", "<<< 550
+		// ...", then "554 <addr>... reason") puts the command and the
+		// remote reply on the lines before the address's own.
+		for back := 0; back < 4 && start > 0; back++ {
+			p := strings.TrimSpace(lines[start-1])
+			if !strings.HasPrefix(p, "<<<") && !strings.HasPrefix(p, ">>>") {
+				break
+			}
+			start--
+		}
 		n := 0
 		for i := start; i < len(lines) && n < 8; i++ {
 			t := strings.TrimSpace(lines[i])
