@@ -1,6 +1,9 @@
 package bouncereason
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+)
 
 // Remote-host rules: some large mailbox providers answer with their own
 // error codes or with texts that mean something else than the general
@@ -22,6 +25,7 @@ var rhostClass = []struct {
 	{"kddi", []string{".ezweb.ne.jp", "msmx.au.com"}},
 	{"nttdocomo", []string{"mfsmax.docomo.ne.jp"}},
 	{"outlook", []string{".hotmail.com"}},
+	{"spectrum", []string{"charter.net"}},
 	{"yahooinc", []string{".yahoodns.net"}},
 }
 
@@ -107,6 +111,8 @@ func byRemoteHost(provider string, f *fact, raw string) string {
 		return FirstPhrase(f.text, yahooMessages)
 	case "franceptt":
 		return francePTT(f.text)
+	case "spectrum":
+		return spectrum(raw)
 	case "cox":
 		if i := strings.Index(raw, "AUP#"); i >= 0 {
 			code := raw[i+4:]
@@ -197,6 +203,48 @@ func francePTT(text string) string {
 	}
 	if strings.Contains(t, "spf/dns de votre nom de domaine") {
 		return AuthFailure
+	}
+	return ""
+}
+
+// spectrumCodes are Spectrum's (Charter's) AUP# error numbers: ranges
+// from, to (inclusive).
+var spectrumCodes = []struct {
+	from, to int
+	reason   string
+}{
+	{1000, 1000, Blocked}, {1010, 1010, Rejected}, {1020, 1080, Rejected}, {1090, 1090, SystemError},
+	{1100, 1150, RequirePTR}, {1160, 1190, PolicyViolation}, {1200, 1210, Blocked}, {1220, 1250, Blocked},
+	{1260, 1260, NetworkError}, {1300, 1340, TooManyConn}, {1350, 1490, Speeding}, {1500, 1500, Rejected},
+	{1520, 1520, Rejected}, {1530, 1530, MesgTooBig}, {1540, 1550, Speeding}, {1560, 1560, PolicyViolation},
+	{1580, 1580, Speeding},
+}
+
+// spectrum reads the four digits after "AUP#" ("AUP#In-1310").
+func spectrum(raw string) string {
+	i := strings.Index(raw, "AUP#")
+	if i < 0 {
+		return ""
+	}
+	digits := ""
+	for _, c := range raw[i+4:] {
+		if len(digits) == 4 {
+			break
+		}
+		if c < '0' || c > '9' {
+			digits = ""
+			continue
+		}
+		digits += string(c)
+	}
+	n, err := strconv.Atoi(digits)
+	if len(digits) != 4 || err != nil {
+		return ""
+	}
+	for _, c := range spectrumCodes {
+		if n >= c.from && n <= c.to {
+			return c.reason
+		}
 	}
 	return ""
 }

@@ -19,6 +19,7 @@ func TestRemoteHostRules(t *testing.T) {
 		{"la poste code", Input{Status: "5.5.0", Code: 550, Command: "DATA", Text: "550 5.5.0 Adresse destinataire invalide. Invalid recipient. LPN007_416", Destination: "laposte.net"}, UserUnknown},
 		{"orange code", Input{Status: "4.2.0", Code: 421, Text: "421 4.2.0 Service refuse. Service refused, please try later. OFR005_505 [505]", Destination: "orange.fr"}, SystemError},
 		{"hotmail mailbox unavailable", Input{Status: "5.5.0", Code: 550, Text: "550 Requested action not taken: mailbox unavailable", Destination: "hotmail.com"}, UserUnknown},
+		{"spectrum code range", Input{Status: "5.1.0", Code: 550, Text: "550 5.1.0 <a@b> sender rejected. AUP#In-1310", Destination: "charter.net"}, TooManyConn},
 		{"other host: general rules", Input{Status: "5.0.0", Code: 550, Text: "550 : User unknown", Destination: "example.org"}, Filtered},
 		{"short destination does not match", Input{Status: "5.1.1", Text: "550 5.1.1 RCP-P2 user unknown", Destination: "com"}, UserUnknown},
 	} {
