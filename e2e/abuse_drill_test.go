@@ -253,7 +253,10 @@ func TestAbuseDrill(t *testing.T) {
 	// The seeded tenants are established senders, not new accounts on
 	// their first day's limits (ingest.limits.new_rate, tested in ingest).
 	cfg.Ingest.Limits.Ramp = 0
-	ctx := runInProcess(t, cfg)
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := runInProcess(t, cfg, app.Roles)
 	waitListening(t, submit, 30*time.Second)
 	waitListening(t, mx, 30*time.Second)
 
@@ -633,24 +636,4 @@ func drillARF(original []byte, rcpt, returnPath, sourceIP string) []byte {
 	b.Write(original)
 	b.WriteString("\r\n--ARFBOUNDARY--\r\n")
 	return b.Bytes()
-}
-
-// runInProcess validates cfg and runs every role in this process until the
-// test ends, then checks that they stopped cleanly. The context returned
-// ends with them.
-func runInProcess(t *testing.T, cfg *app.Config) context.Context {
-	t.Helper()
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx, cfg, app.Roles, quietLogger()) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("app.Run: %v", err)
-		}
-	})
-	return ctx
 }

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"crypto"
 	"encoding/json"
 	"errors"
@@ -18,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/outflowmail/outflow/app"
 	"github.com/outflowmail/outflow/pkg/dkimsign"
 	"github.com/outflowmail/outflow/pkg/natstest"
 	"github.com/outflowmail/outflow/pkg/smtpload"
@@ -134,17 +132,7 @@ func TestDKIM_ThroughThePipelineVerifiedByPython(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() {
-				done <- app.Run(ctx, cfg, []string{"sender", "router", "classifier", "ingest"}, quietLogger())
-			}()
-			t.Cleanup(func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("app.Run: %v", err)
-				}
-			})
+			ctx := runInProcess(t, cfg, []string{"sender", "router", "classifier", "ingest"})
 			waitListening(t, submit, 30*time.Second)
 			for sel, f := range map[string]string{"p1": id.DKIM.KeyFile, "p1e": id.DKIM.Ed25519KeyFile} {
 				if f == "" {

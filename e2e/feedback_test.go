@@ -60,15 +60,7 @@ func startFeedbackPipeline(t *testing.T) *feedbackPipeline {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx, cfg, app.Roles, quietLogger()) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("app.Run: %v", err)
-		}
-	})
+	runInProcess(t, cfg, app.Roles)
 	waitListening(t, p.submit, 30*time.Second)
 	waitListening(t, p.mx, 30*time.Second)
 	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{chs.Addr()}})

@@ -8,6 +8,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +20,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/outflowmail/outflow/app"
 )
 
 // binary is the outflow binary built once for the subprocess tests.
@@ -43,6 +46,22 @@ func TestMain(m *testing.M) {
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// runInProcess runs roles of cfg in this process until the test ends, then
+// checks that they stopped cleanly. The context returned ends with them.
+func runInProcess(t *testing.T, cfg *app.Config, roles []string) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx, cfg, roles, quietLogger()) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("app.Run: %v", err)
+		}
+	})
+	return ctx
+}
 
 // waitListening waits until addr accepts TCP connections.
 func waitListening(tb testing.TB, addr string, within time.Duration) {

@@ -48,15 +48,7 @@ func TestOutage_ClickHouseDownDuringFlow(t *testing.T) {
 	// (ingest.limits), well above the flow's 20 messages a second.
 	cfg.Ingest.Limits.Ramp = 0
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx, cfg, app.Roles, quietLogger()) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("app.Run: %v", err)
-		}
-	})
+	ctx := runInProcess(t, cfg, app.Roles)
 	waitListening(t, submit, 30*time.Second)
 
 	// The flow: 2 messages every 100 ms until stopped or the corpus runs out

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -82,15 +81,7 @@ func TestPipeline_CorpusThroughEveryRole(t *testing.T) {
 	submit := freeAddr(t)
 	cfg := pipelineConfig(t, ns.ClientURL(), ch.Addr(), mx.Addr(), submit)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx, cfg, app.Roles, quietLogger()) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("app.Run: %v", err)
-		}
-	})
+	ctx := runInProcess(t, cfg, app.Roles)
 	waitListening(t, submit, 30*time.Second)
 
 	load := make([]smtpload.Message, len(msgs))
