@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outflowmail/outflow/pkg/dnstest"
 	"github.com/outflowmail/outflow/pkg/events"
@@ -91,16 +89,7 @@ func TestLookup(t *testing.T) {
 // back, with another event.
 func TestMonitor_ListedIPLeavesRotationAndReturns(t *testing.T) {
 	dnsSrv := zone(t)
-	srv := natstest.Start(t)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t)
 	ctx := context.Background()
 	sh, err := shaping.New(ctx, shaping.Options{Config: shaping.DefaultConfig(), JS: js})
 	if err != nil {

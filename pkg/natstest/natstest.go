@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outflowmail/outflow/pkg/natsserver"
 )
@@ -29,4 +31,20 @@ func StartDir(tb testing.TB, dir string) *server.Server {
 		s.WaitForShutdown()
 	})
 	return s
+}
+
+// JetStream is Start plus a JetStream client on a plain connection, closed
+// when the test ends, for packages that use JetStream without pkg/bus.
+func JetStream(tb testing.TB) jetstream.JetStream {
+	tb.Helper()
+	nc, err := nats.Connect(Start(tb).ClientURL())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return js
 }

@@ -9,25 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/outflowmail/outflow/pkg/natstest"
 )
 
 func openStore(t *testing.T) *Store {
 	t.Helper()
-	ns := natstest.Start(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := Open(context.Background(), js, 1)
+	s, err := Open(context.Background(), natstest.JetStream(t), 1)
 	if err != nil {
 		t.Fatal(err)
 	}

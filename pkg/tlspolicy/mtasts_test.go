@@ -16,9 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/outflowmail/outflow/pkg/natstest"
 	"github.com/outflowmail/outflow/pkg/tlspolicy"
 )
@@ -223,16 +220,7 @@ func TestMTASTS_BadPolicies(t *testing.T) {
 // is unchanged, even when the policy host is down), and a new id makes a
 // sender fetch the new policy.
 func TestMTASTS_SharedCache(t *testing.T) {
-	ns := natstest.Start(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t)
 	ca := newCA(t)
 	w := newWorld(t)
 	cert := ca.issue(t, time.Now().Add(time.Hour), "mx1.example.net")
