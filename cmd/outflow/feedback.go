@@ -8,11 +8,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/outflowmail/outflow/pkg/arf"
 	"github.com/outflowmail/outflow/pkg/dmarcreport"
 	"github.com/outflowmail/outflow/pkg/dsn"
+	"github.com/outflowmail/outflow/pkg/feedbackid"
 )
 
 // bounceJSON is one line of `outflow bounce parse`.
@@ -108,7 +108,7 @@ func runComplaint(_ context.Context, args []string, stdin io.Reader, stdout, std
 				}
 				out.ReturnPath = rep.OriginalMailFrom
 				out.FeedbackID = rep.Original.FeedbackID
-				out.Tenant = feedbackIDTenant(out.FeedbackID)
+				out.Tenant = feedbackid.Tenant(out.FeedbackID)
 			}
 		}
 		if err != nil {
@@ -118,18 +118,6 @@ func runComplaint(_ context.Context, args []string, stdin io.Reader, stdout, std
 		_ = enc.Encode(out)
 	})
 	return failed
-}
-
-// feedbackIDTenant is the tenant field of our Feedback-ID
-// (campaign:tenant:pool:provider, services/sender identity.go), or "".
-// The feedback worker checks it against the tenant directory; this
-// command only reads it.
-func feedbackIDTenant(fid string) string {
-	parts := strings.Split(strings.TrimSpace(fid), ":")
-	if len(parts) < 3 {
-		return ""
-	}
-	return parts[1]
 }
 
 // dmarcJSON is one line of `outflow dmarc parse`.

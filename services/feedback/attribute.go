@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/outflowmail/outflow/pkg/events"
+	"github.com/outflowmail/outflow/pkg/feedbackid"
 	"github.com/outflowmail/outflow/pkg/verp"
 )
 
@@ -57,7 +58,7 @@ func (w *Worker) attribute(rcpts []string, o Original, rep *events.Report) attri
 		rep.Attribution = events.AttrTrace
 		return attribution{tenant: tenant, msgID: msgID}
 	}
-	if tenant := feedbackIDTenant(o.FeedbackID); tenant != "" && w.tenants.Tenant(tenant) != nil {
+	if tenant := feedbackid.Tenant(o.FeedbackID); tenant != "" && w.tenants.Tenant(tenant) != nil {
 		rep.Attribution = events.AttrFeedbackID
 		return attribution{tenant: tenant, msgID: generatedMsgID(o.MessageID)}
 	}
@@ -78,16 +79,6 @@ func traceHeader(received []string) (tenant, msgID string) {
 		}
 	}
 	return "", ""
-}
-
-// feedbackIDTenant returns the tenant field of a Feedback-ID
-// (campaign:tenant:pool:provider, or campaign:tenant:provider), or "".
-func feedbackIDTenant(fid string) string {
-	parts := strings.Split(strings.TrimSpace(fid), ":")
-	if len(parts) < 3 {
-		return ""
-	}
-	return parts[1]
 }
 
 var hexID = regexp.MustCompile(`^[0-9a-f]{32}$`)

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"regexp"
-	"strings"
 
 	"github.com/emersion/go-message/textproto"
 	"github.com/nats-io/nats.go/jetstream"
@@ -17,6 +16,7 @@ import (
 	"github.com/outflowmail/outflow/pkg/bus"
 	"github.com/outflowmail/outflow/pkg/dkimsign"
 	"github.com/outflowmail/outflow/pkg/envelope"
+	"github.com/outflowmail/outflow/pkg/feedbackid"
 	"github.com/outflowmail/outflow/pkg/verp"
 )
 
@@ -170,7 +170,7 @@ func (id *identity) setFeedbackID(env *envelope.Envelope, poolName string, body 
 	if id.providerID != "" {
 		// Raw, to keep the spelling receivers document ("Feedback-ID",
 		// where Add would write "Feedback-Id"); the value is sanitised.
-		h.AddRaw([]byte("Feedback-ID: " + feedbackID(h.Get(HeaderCampaign), env.Tenant, poolName, id.providerID) + "\r\n"))
+		h.AddRaw([]byte("Feedback-ID: " + feedbackid.Format(h.Get(HeaderCampaign), env.Tenant, poolName, id.providerID) + "\r\n"))
 	}
 	var buf bytes.Buffer
 	buf.Grow(len(body) + 100)
@@ -181,30 +181,6 @@ func (id *identity) setFeedbackID(env *envelope.Envelope, poolName string, body 
 		return nil, err
 	}
 	return buf.Bytes(), nil
-}
-
-// feedbackID formats the header value. Gmail's Feedback-ID has up to four
-// colon-separated fields, the last one the sender's constant id; each field
-// here is reduced to [A-Za-z0-9._-] (at most 64), so a campaign id cannot
-// add fields or inject header syntax. No campaign reads "none".
-func feedbackID(campaign, tenant, poolName, providerID string) string {
-	f := func(s string) string {
-		s = strings.Map(func(r rune) rune {
-			switch {
-			case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
-				return r
-			}
-			return -1
-		}, strings.TrimSpace(s))
-		if len(s) > 64 {
-			s = s[:64]
-		}
-		if s == "" {
-			return "none"
-		}
-		return s
-	}
-	return f(campaign) + ":" + f(tenant) + ":" + f(poolName) + ":" + providerID
 }
 
 // endHeaderAtNonField makes the header end at its first line that is neither

@@ -17,24 +17,6 @@ import (
 	"github.com/outflowmail/outflow/pkg/verp"
 )
 
-func TestFeedbackID(t *testing.T) {
-	tests := []struct {
-		campaign, tenant, pool string
-		want                   string
-	}{
-		{"spring-sale", "demo", "shared", "spring-sale:demo:shared:outflow"},
-		{"", "demo", "high-risk", "none:demo:high-risk:outflow"},
-		{"a:b:c:d", "demo", "shared", "abcd:demo:shared:outflow"},
-		{"x\r\nBcc: victim@example.net", "demo", "shared", "xBccvictimexample.net:demo:shared:outflow"},
-		{strings.Repeat("c", 100), "demo", "shared", strings.Repeat("c", 64) + ":demo:shared:outflow"},
-	}
-	for _, tt := range tests {
-		if got := feedbackID(tt.campaign, tt.tenant, tt.pool, "outflow"); got != tt.want {
-			t.Errorf("feedbackID(%q, %q, %q) = %q, want %q", tt.campaign, tt.tenant, tt.pool, got, tt.want)
-		}
-	}
-}
-
 const identityMsg = "From: Alice <alice@demo.example>\r\n" +
 	"To: bob@example.net, carol@example.net\r\n" +
 	"Subject: spring sale\r\n" +
