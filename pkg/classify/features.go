@@ -435,24 +435,10 @@ const maxLowerNames = 512
 // indexLower is strings.Index(strings.ToLower(s), lowerNeedle) for an
 // ASCII needle, without the lowercased copy when s is ASCII.
 func indexLower(s, lowerNeedle string) int {
-	if !isASCII(s) {
+	if !mailparse.IsASCII(s) {
 		return strings.Index(strings.ToLower(s), lowerNeedle)
 	}
-	n := len(lowerNeedle)
-outer:
-	for i := 0; i+n <= len(s); i++ {
-		for j := 0; j < n; j++ {
-			c := s[i+j]
-			if c >= 'A' && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			if c != lowerNeedle[j] {
-				continue outer
-			}
-		}
-		return i
-	}
-	return -1
+	return mailparse.IndexFoldASCII(s, lowerNeedle)
 }
 
 // valueWords adds up to max words of a header value.
@@ -633,7 +619,7 @@ func (s *signals) rules(m *mailparse.Message, r *[numRules]bool) {
 	r[ruleSubjectMoney] = strings.ContainsAny(subj, "$%€£")
 	r[ruleSubjectShouting] = shouting(stripListTag(subj), 8, 0.6)
 	if strings.Contains(raw, "=?") {
-		r[ruleSubjectEncodedASCII] = isASCII(subj)
+		r[ruleSubjectEncodedASCII] = mailparse.IsASCII(subj)
 		r[ruleSubjectEncodedMixed] = encodedMixed(raw)
 	}
 	r[ruleSubjectTrailingID] = trailingID(subj)
@@ -762,15 +748,6 @@ func validHost(h string) bool {
 	return true
 }
 
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= utf8.RuneSelf {
-			return false
-		}
-	}
-	return true
-}
-
 // shouting reports whether at least minLetters letters are present and the
 // share of capitals among them reaches ratio.
 func shouting(s string, minLetters int, ratio float64) bool {
@@ -856,7 +833,7 @@ func encodedMixed(raw string) bool {
 		}
 		rest = rest[j+2:]
 	}
-	return !isASCII(raw)
+	return !mailparse.IsASCII(raw)
 }
 
 // trailingID matches subjects ending in a run of spaces and a tag, or in a
@@ -971,7 +948,7 @@ func (x *extractor) phishPhrase(s string) bool {
 // toLower is strings.ToLower, into x's buffer when s is ASCII. The result
 // is valid until the next call.
 func (x *extractor) toLower(s string) string {
-	if !isASCII(s) {
+	if !mailparse.IsASCII(s) {
 		return strings.ToLower(s)
 	}
 	b := x.lower[:0]

@@ -138,8 +138,8 @@ func FuzzIndexFoldASCII(f *testing.F) {
 	f.Add("\x48TTP://\xc8x", "http://")
 	f.Fuzz(func(t *testing.T, s, needle string) {
 		needle = asciiLower(needle)
-		if got, want := indexFoldASCII(s, needle), strings.Index(asciiLower(s), needle); got != want {
-			t.Errorf("indexFoldASCII(%q, %q) = %d, want %d", s, needle, got, want)
+		if got, want := IndexFoldASCII(s, needle), strings.Index(asciiLower(s), needle); got != want {
+			t.Errorf("IndexFoldASCII(%q, %q) = %d, want %d", s, needle, got, want)
 		}
 	})
 }

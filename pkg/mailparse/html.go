@@ -187,7 +187,7 @@ func normalizeStyle(buf []byte, s string) (string, []byte) {
 	if s == "" {
 		return "", buf
 	}
-	if !isASCIIString(s) {
+	if !IsASCII(s) {
 		return strings.Map(func(r rune) rune {
 			switch r {
 			case ' ', '\t', '\n', '\r':
@@ -212,7 +212,8 @@ func normalizeStyle(buf []byte, s string) (string, []byte) {
 	return unsafe.String(unsafe.SliceData(buf), len(buf)), buf
 }
 
-func isASCIIString(s string) bool {
+// IsASCII reports whether s has no byte outside 7-bit ASCII.
+func IsASCII(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] >= utf8.RuneSelf {
 			return false

@@ -216,7 +216,7 @@ func lowerASCII(s string) string {
 		if c := s[i]; c >= 'A' && c <= 'Z' {
 			if len(s) < len(htmlNamesByLen) {
 				for _, n := range htmlNamesByLen[len(s)] {
-					if indexFoldASCII(s, n) == 0 {
+					if IndexFoldASCII(s, n) == 0 {
 						return n
 					}
 				}

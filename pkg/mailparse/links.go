@@ -141,12 +141,13 @@ func ParseLink(raw string) (Link, bool) {
 // hasPrefixFold is strings.HasPrefix(strings.ToLower(s), lowerPrefix) for
 // an ASCII prefix, without lowercasing s.
 func hasPrefixFold(s, lowerPrefix string) bool {
-	return len(s) >= len(lowerPrefix) && indexFoldASCII(s[:len(lowerPrefix)], lowerPrefix) == 0
+	return len(s) >= len(lowerPrefix) && IndexFoldASCII(s[:len(lowerPrefix)], lowerPrefix) == 0
 }
 
-// indexFoldASCII is strings.Index(asciiLower(s), lowerNeedle) without
-// lowercasing s: ASCII capitals match their lowercase letter.
-func indexFoldASCII(s, lowerNeedle string) int {
+// IndexFoldASCII is strings.Index(asciiLower(s), lowerNeedle) without
+// lowercasing s: ASCII capitals match their lowercase letter. For ASCII s
+// it is strings.Index(strings.ToLower(s), lowerNeedle).
+func IndexFoldASCII(s, lowerNeedle string) int {
 	n := len(lowerNeedle)
 	if n == 0 {
 		return 0
@@ -251,7 +252,7 @@ func redirectTarget(u string) string {
 		// Searched case-insensitively in place: offsets found in
 		// strings.ToLower(rest) were off (and out of range, a panic) after
 		// a letter whose lowercase is longer, such as U+023A.
-		j := indexFoldASCII(rest, marker)
+		j := IndexFoldASCII(rest, marker)
 		if j <= 0 {
 			continue
 		}
