@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/outflowmail/outflow/pkg/chstore"
-	"github.com/outflowmail/outflow/pkg/chtest"
 	"github.com/outflowmail/outflow/pkg/events"
 )
 
@@ -33,16 +32,8 @@ func feedbackEvents(m string, at time.Time) []*events.Event {
 	return []*events.Event{bounce, complaint, dmarc, supp, report}
 }
 
-func TestFeedbackTables(t *testing.T) {
-	ch := chtest.Start(t)
-	cfg := chstore.DefaultConfig()
-	cfg.Addr = ch.Addr()
-	cfg.Database = "outflow_feedback"
-	s := openStore(t, cfg)
+func testFeedbackTables(t *testing.T, s *chstore.Store) {
 	ctx := context.Background()
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	at := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 	evs := feedbackEvents("m1", at)
 	for _, e := range evs {

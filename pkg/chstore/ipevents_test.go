@@ -8,22 +8,13 @@ import (
 	"time"
 
 	"github.com/outflowmail/outflow/pkg/chstore"
-	"github.com/outflowmail/outflow/pkg/chtest"
 	"github.com/outflowmail/outflow/pkg/events"
 )
 
-// TestIPEvents: backoff actions and DNSBL listing changes land in ip_events,
+// testIPEvents: backoff actions and DNSBL listing changes land in ip_events,
 // one row each, and a repeated batch is recognised by Present.
-func TestIPEvents(t *testing.T) {
-	ch := chtest.Start(t)
-	cfg := chstore.DefaultConfig()
-	cfg.Addr = ch.Addr()
-	cfg.Database = "outflow_ipevents"
-	s := openStore(t, cfg)
+func testIPEvents(t *testing.T, s *chstore.Store) {
 	ctx := context.Background()
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	at := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 	evs := []*events.Event{
 		{ID: "s1", Type: events.TypeShaping, Time: at, Shaping: &events.Shaping{

@@ -31,6 +31,8 @@ func TestStore(t *testing.T) {
 		{"PresentManyEvents", testPresentMany},
 		{"Status", testStatus},
 		{"RollupsExact", testRollupsExact},
+		{"FeedbackTables", testFeedbackTables},
+		{"IPEvents", testIPEvents},
 	}
 	for i, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
