@@ -218,6 +218,18 @@ func (p *Policy) stsPolicy(ctx context.Context, domain string) *STSPolicy {
 		return e.policy
 	}
 	p.mu.Lock()
+	// Another worker may have finished a fetch between our cache read and
+	// now; its result stands rather than a second fetch.
+	if cur := p.sts[domain]; cur != nil && cur != e {
+		if cur.policy == nil {
+			p.mu.Unlock()
+			return nil
+		}
+		if cur.ID == id && now.Before(cur.Expires) {
+			p.mu.Unlock()
+			return cur.policy
+		}
+	}
 	if ch, busy := p.fetching[domain]; busy {
 		p.mu.Unlock()
 		select {
