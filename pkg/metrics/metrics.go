@@ -17,6 +17,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,6 +31,10 @@ type Config struct {
 	// Listen is the address of the HTTP endpoint serving /metrics, e.g.
 	// 127.0.0.1:9464; empty turns it off.
 	Listen string `yaml:"listen"`
+	// Pprof also serves Go's profiles under /debug/pprof/ on the same
+	// listener. Off by default: a heap or goroutine dump shows message data
+	// in memory, so it belongs on a loopback or operator-only address.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Validate names the bad key.
@@ -193,12 +198,19 @@ func Serve(ctx context.Context, cfg Config, r *Registry, log *slog.Logger) error
 	if err != nil {
 		return fmt.Errorf("metrics listen %s: %w", cfg.Listen, err)
 	}
-	return serve(ctx, l, r, log)
+	return serve(ctx, l, r, cfg.Pprof, log)
 }
 
-func serve(ctx context.Context, l net.Listener, r *Registry, log *slog.Logger) error {
+func serve(ctx context.Context, l net.Listener, r *Registry, profiles bool, log *slog.Logger) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", r.Handler())
+	if profiles {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(l) }()

@@ -81,7 +81,7 @@ func TestServe(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, l, r, slog.New(slog.DiscardHandler)) }()
+	go func() { done <- serve(ctx, l, r, false, slog.New(slog.DiscardHandler)) }()
 	resp, err := http.Get("http://" + l.Addr().String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -102,5 +102,35 @@ func TestServe(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("serve did not return after cancel")
+	}
+}
+
+// TestServe_Pprof: the profiles are served only when asked for.
+func TestServe_Pprof(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- serve(ctx, l, NewRegistry(), on, slog.New(slog.DiscardHandler)) }()
+		resp, err := http.Get("http://" + l.Addr().String() + "/debug/pprof/goroutine?debug=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want := http.StatusNotFound
+		if on {
+			want = http.StatusOK
+		}
+		if resp.StatusCode != want || on && !strings.Contains(string(body), "goroutine profile:") {
+			t.Errorf("pprof %v: GET goroutine = %d %.80q, want %d", on, resp.StatusCode, body, want)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
 	}
 }
