@@ -17,7 +17,8 @@
 # the summed RSS of the cgroup's processes, sampled every 100 ms.
 #
 # Environment: N (10000), S (10240), C (20), SYSTEMS (all five), KEEP=1 keeps
-# the temp directory, OUT (bench/out) for logs and the table.
+# the temp directory, OUT (bench/out) for logs and the table, PROFILE=1 saves
+# a 15 s CPU profile and a goroutine dump of each Outflow run in OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -181,7 +182,7 @@ run_outflow() {
   local name=$1 dkim=$2
   startsink; startch
   local o=$TMP/$name; rm -rf "$o"; mkdir -p "$o"
-  local port np; port=$(freeport); np=$(freeport)
+  local port np mp; port=$(freeport); np=$(freeport); mp=$(freeport)
   local dk=""
   if [ "$dkim" = 1 ]; then
     openssl genrsa -out "$o/provider.pem" 2048 2>/dev/null; chmod 600 "$o/provider.pem"
@@ -220,9 +221,15 @@ analytics:
   # smtp-source's filler body scores as spam (routed to high-risk, as it
   # should); the reputation loop would then suspend the tenant mid-run.
   reputation: {enabled: false}
+metrics: {listen: "127.0.0.1:$mp", pprof: true}
 CF
   incg "$ROOT/bin/outflow" all -config "$o/outflow.yaml" >"$OUT/$name.outflow.log" 2>&1 &
   local opid=$!; pids+=("$opid"); waitport "$port"
+  if [ "${PROFILE:-0}" = 1 ]; then
+    # A CPU profile and a goroutine dump from the middle of the run.
+    ( sleep 8; curl -s -o "$OUT/$name.cpu.pprof" "http://127.0.0.1:$mp/debug/pprof/profile?seconds=15"
+      curl -s -o "$OUT/$name.goroutines.txt" "http://127.0.0.1:$mp/debug/pprof/goroutine?debug=1" ) &
+  fi
   measure "$name" "$port"
   kill -TERM "$opid"; wait "$opid" 2>/dev/null || true
   stopsink
