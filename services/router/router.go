@@ -123,23 +123,8 @@ func route(ctx context.Context, pools pool.Set, dir *tenant.Directory, sl *suppr
 	if finished, err := suppress(ctx, sl, b, env, time.Now()); err != nil || finished {
 		return err
 	}
-	label := ""
-	if env.Verdict != nil {
-		label = env.Verdict.Label
-	}
-	dedicated := ""
-	if t := dir.Tenant(env.Tenant); t != nil {
-		dedicated = t.Pool
-	}
-	p, reason := Decide(pools, label, dir.Policy(env.Tenant), dedicated)
-	domains, byDomain := SplitByDomain(env.Rcpts)
-	for _, d := range domains {
-		job := env.Clone()
-		job.Rcpts = byDomain[d]
-		job.Domain = d
-		job.Pool = p.Name
-		job.RouteReason = reason
-		job.Jobs = len(domains)
+	p, reason, jobs := plan(pools, dir, env)
+	for _, job := range jobs {
 		if err := b.PublishMessage(ctx, bus.OutboundSubject(p.Name), job.JobID(), job, m.Data()); err != nil {
 			return fmt.Errorf("route %s: %w", env.ID, err)
 		}
@@ -150,7 +135,7 @@ func route(ctx context.Context, pools pool.Set, dir *tenant.Directory, sl *suppr
 		Routed: &events.Routed{
 			MessageID: env.MessageID, From: env.From, FromDomain: env.FromDomain(),
 			Rcpts: env.Rcpts, Size: env.Size, Received: env.Received,
-			Pool: p.Name, Reason: reason, Domains: len(domains),
+			Pool: p.Name, Reason: reason, Domains: len(jobs),
 		},
 	}
 	if env.Verdict != nil {
@@ -160,4 +145,33 @@ func route(ctx context.Context, pools pool.Set, dir *tenant.Directory, sl *suppr
 		return err
 	}
 	return nil
+}
+
+// plan is the routing decision for a message whose suppressed recipients
+// are already removed: the pool (from its verdict, the tenant's policy and
+// dedicated pool) and one delivery job per recipient domain. It publishes
+// nothing, so that BenchmarkPlan can measure the decision apart from the
+// fsync'd publishes that follow it.
+func plan(pools pool.Set, dir *tenant.Directory, env *envelope.Envelope) (p pool.Pool, reason string, jobs []*envelope.Envelope) {
+	label := ""
+	if env.Verdict != nil {
+		label = env.Verdict.Label
+	}
+	dedicated := ""
+	if t := dir.Tenant(env.Tenant); t != nil {
+		dedicated = t.Pool
+	}
+	p, reason = Decide(pools, label, dir.Policy(env.Tenant), dedicated)
+	domains, byDomain := SplitByDomain(env.Rcpts)
+	jobs = make([]*envelope.Envelope, 0, len(domains))
+	for _, d := range domains {
+		job := env.Clone()
+		job.Rcpts = byDomain[d]
+		job.Domain = d
+		job.Pool = p.Name
+		job.RouteReason = reason
+		job.Jobs = len(domains)
+		jobs = append(jobs, job)
+	}
+	return p, reason, jobs
 }
