@@ -1,0 +1,174 @@
+// Command latency is the load tool of make bench's latency mode (issue 7,
+// docs/performance.md). It is both ends of the measurement: it submits N
+// messages at a fixed rate to the system under test, and it is the SMTP
+// server that system relays to. Each message carries a sequence number in a
+// header, so the tool times every message from the start of its submission
+// to its arrival, on one clock, and knows exactly which never arrived.
+//
+// It prints one line on stdout:
+//
+//	failed=N accepted=N delivered=N missing=N duplicates=N arrived_unaccepted=N p50_ms=… p90_ms=… p99_ms=… max_ms=… rate=…
+//
+// where the percentiles are over the messages that were accepted and
+// arrived, and rate is the submission rate achieved (msgs/s).
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "latency:", err)
+		os.Exit(1)
+	}
+}
+
+// config is the command line.
+type config struct {
+	to       string        // the system under test's SMTP listener
+	listen   string        // where the receiver listens; the system relays there
+	n        int           // messages to submit
+	size     int           // approximate message size in bytes
+	sessions int           // concurrent SMTP sessions
+	rate     float64       // submissions per second
+	from     string        // envelope and header sender
+	rcpt     string        // envelope and header recipient
+	wait     time.Duration // how long to wait for arrivals after the last submission
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("latency", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.to, "to", "", "host:port of the system under test (required)")
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:0", "host:port the receiver listens on")
+	fs.IntVar(&c.n, "n", 1000, "messages to submit")
+	fs.IntVar(&c.size, "size", 10240, "message size in bytes")
+	fs.IntVar(&c.sessions, "c", 20, "concurrent SMTP sessions")
+	fs.Float64Var(&c.rate, "rate", 50, "submissions per second")
+	fs.StringVar(&c.from, "from", "bench@demo.example", "sender address")
+	fs.StringVar(&c.rcpt, "rcpt", "rcpt@dest.example", "recipient address")
+	fs.DurationVar(&c.wait, "wait", 2*time.Minute, "how long to wait for arrivals after the last submission")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	return c, c.validate()
+}
+
+func (c config) validate() error {
+	var errs []error
+	if c.to == "" {
+		errs = append(errs, errors.New("-to: required"))
+	}
+	if c.n < 1 {
+		errs = append(errs, fmt.Errorf("-n: %d, want at least 1", c.n))
+	}
+	if c.size < 0 {
+		errs = append(errs, fmt.Errorf("-size: %d, want 0 or more", c.size))
+	}
+	if c.sessions < 1 {
+		errs = append(errs, fmt.Errorf("-c: %d, want at least 1", c.sessions))
+	}
+	if !(c.rate > 0) {
+		errs = append(errs, fmt.Errorf("-rate: %v, want more than 0", c.rate))
+	}
+	if c.wait <= 0 {
+		errs = append(errs, fmt.Errorf("-wait: %v, want more than 0", c.wait))
+	}
+	if !strings.Contains(c.from, "@") {
+		errs = append(errs, fmt.Errorf("-from: %q is not an address", c.from))
+	}
+	if !strings.Contains(c.rcpt, "@") {
+		errs = append(errs, fmt.Errorf("-rcpt: %q is not an address", c.rcpt))
+	}
+	return errors.Join(errs...)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	runID, err := newRunID()
+	if err != nil {
+		return err
+	}
+	rcv, err := startReceiver(cfg.listen, runID)
+	if err != nil {
+		return err
+	}
+	defer rcv.close()
+	log.Info("receiving", "addr", rcv.addr(), "run", runID)
+
+	subs := submitPaced(ctx, loadOptions{
+		addr: cfg.to, sessions: cfg.sessions, rate: cfg.rate,
+		from: cfg.from, rcpt: cfg.rcpt, size: cfg.size, run: runID,
+	}, cfg.n)
+	for _, s := range subs {
+		if s.err != nil {
+			// One example is enough to tell what went wrong; the count is
+			// in the result line.
+			log.Warn("submission failed", "seq", s.seq, "err", s.err)
+			break
+		}
+	}
+	if err := rcv.waitFor(ctx, acceptedSeqs(subs), cfg.wait); err != nil {
+		log.Warn("stopped waiting for arrivals", "err", err)
+	}
+	rep := summarize(subs, rcv.snapshot())
+	if _, err := fmt.Fprintln(stdout, rep); err != nil {
+		return fmt.Errorf("write result: %w", err)
+	}
+	if len(rep.missing) > 0 {
+		log.Warn("accepted but never arrived", "count", len(rep.missing), "first", firstSeqs(rep.missing, 10))
+	}
+	if rep.accepted == 0 {
+		return errNoneAccepted
+	}
+	return nil
+}
+
+// errNoneAccepted: the system took no message, so there is nothing to time.
+var errNoneAccepted = errors.New("no message accepted")
+
+// newRunID names this run in every message, so that a late arrival from an
+// earlier run on the same port is not taken for one of ours.
+func newRunID() (string, error) {
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("run id: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+func firstSeqs(seqs []int, n int) string {
+	var b strings.Builder
+	for i, s := range seqs {
+		if i == n {
+			b.WriteString(" …")
+			break
+		}
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprint(&b, s)
+	}
+	return b.String()
+}
