@@ -41,9 +41,14 @@ fuzz:
 bench:
 	bench/run.sh
 
-# The go test micro-benchmarks of the hot paths.
+# The go test micro-benchmarks of the hot paths (docs/performance.md,
+# "Micro-benchmarks"); the integration tag brings in those that need
+# ClickHouse. BENCH narrows to a -bench pattern; BENCHTIME=2s or 100x
+# shortens the runs on a shared machine.
+BENCH     ?= .
+BENCHTIME ?= 1s
 bench-micro:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) test -tags $(TAGS) -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem ./...
 
 clean:
 	rm -rf bin .data
