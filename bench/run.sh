@@ -16,14 +16,24 @@
 # system; smtp-source and smtp-sink stay outside it). Peak RSS is the peak of
 # the summed RSS of the cgroup's processes, sampled every 100 ms.
 #
+# Then the latency mode (LATENCY=1, the default; LATENCY=0 skips it): postfix,
+# pf+dkim and outflow each start afresh, configured exactly as above except
+# that they relay to bench/latency's own receiver instead of the sink. The
+# tool submits LAT_N messages (default 20 s worth, at most 2000) paced at
+# half the system's measured msgs/s, over C sessions, and times each from the
+# start of its submission to its arrival (a sequence header in every
+# message); accepted messages that never arrive are counted, not timed.
+#
 # Environment: N (10000), S (10240), C (20), SYSTEMS (all five), KEEP=1 keeps
 # the temp directory, OUT (bench/out) for logs and the table, PROFILE=1 saves
-# a 15 s CPU profile and a goroutine dump of each Outflow run in OUT.
+# a 15 s CPU profile and a goroutine dump of each Outflow run in OUT,
+# LATENCY (1), LAT_N.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 N=${N:-10000} S=${S:-10240} C=${C:-20}
 SYSTEMS=${SYSTEMS:-"direct postfix pf+dkim outflow of-nodkim"}
+LATENCY=${LATENCY:-1} LAT_N=${LAT_N:-}
 OUT=${OUT:-$ROOT/bench/out}
 mkdir -p "$OUT"
 [ "$(id -u)" = 0 ] || { echo "bench: needs root (private Postfix master, cgroups)" >&2; exit 1; }
@@ -103,11 +113,13 @@ measure() {
 
 run_direct() { startsink; measure direct "$SINKPORT"; stopsink; }
 
+# The systems' run_* functions take, last, the loopback port they relay to
+# and the function that loads them (measure, or latency).
 # A private Postfix: own config, queue and data directories, loopback only,
-# everything relayed to the sink, no local delivery.
+# everything relayed to RELAYPORT, no local delivery.
+# run_postfix NAME MILTER RELAYPORT MEASURE
 run_postfix() {
-  local name=$1 milter=${2:-}
-  startsink
+  local name=$1 milter=$2 relay=$3 meas=$4
   local d=$TMP/pf; rm -rf "$d"; mkdir -p "$d/etc" "$d/queue" "$d/data"
   chown postfix "$d/data"; cp /etc/postfix/master.cf "$d/etc/"
   local port; port=$(freeport)
@@ -122,7 +134,7 @@ myhostname = bench.localhost
 mydestination =
 local_recipient_maps =
 local_transport = error:no local delivery
-relayhost = [127.0.0.1]:$SINKPORT
+relayhost = [127.0.0.1]:$relay
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject
 smtp_tls_security_level = none
@@ -135,13 +147,15 @@ $milter
 CF
   incg postfix -c "$d/etc" start >"$OUT/$name.postfix.log" 2>&1
   waitport "$port"
-  measure "$name" "$port"
+  "$meas" "$name" "$port"
   postfix -c "$d/etc" stop >>"$OUT/$name.postfix.log" 2>&1 || true
-  sleep 1; stopsink
+  sleep 1
 }
 
+# run_pfdkim NAME RELAYPORT MEASURE
 run_pfdkim() {
-  local k=$TMP/dkim; mkdir -p "$k"
+  local name=$1 relay=$2 meas=$3
+  local k=$TMP/dkim-$name; rm -rf "$k"; mkdir -p "$k"
   opendkim-genkey -b 2048 -d demo.example -s bench -D "$k"
   chown -R opendkim "$k" 2>/dev/null || true
   local mp; mp=$(freeport)
@@ -157,12 +171,12 @@ PidFile $k/opendkim.pid
 UserID opendkim
 RequireSafeKeys no
 CF
-  incg opendkim -f -x "$k/opendkim.conf" >"$OUT/pf+dkim.opendkim.log" 2>&1 &
-  pids+=("$!"); waitport "$mp"
-  run_postfix pf+dkim "smtpd_milters = inet:127.0.0.1:$mp
+  incg opendkim -f -x "$k/opendkim.conf" >"$OUT/$name.opendkim.log" 2>&1 &
+  local dpid=$!; pids+=("$dpid"); waitport "$mp"
+  run_postfix "$name" "smtpd_milters = inet:127.0.0.1:$mp
 non_smtpd_milters = \$smtpd_milters
-milter_default_action = tempfail"
-  kill -TERM "${pids[-1]}" 2>/dev/null || true
+milter_default_action = tempfail" "$relay" "$meas"
+  kill -TERM "$dpid" 2>/dev/null; wait "$dpid" 2>/dev/null || true
 }
 
 # A private ClickHouse for Outflow's events, started once.
@@ -178,9 +192,10 @@ startch() {
   pids+=("$!"); waitport "$CHPORT"
 }
 
+# run_outflow NAME DKIM RELAYPORT MEASURE
 run_outflow() {
-  local name=$1 dkim=$2
-  startsink; startch
+  local name=$1 dkim=$2 relay=$3 meas=$4
+  startch
   local o=$TMP/$name; rm -rf "$o"; mkdir -p "$o"
   local port np mp; port=$(freeport); np=$(freeport); mp=$(freeport)
   local dk=""
@@ -213,7 +228,7 @@ ingest:
   listeners:
     - {name: bench, addr: "127.0.0.1:$port", tls: none, client_ip_tenants: true}
 sender:
-  transports: {"*": "127.0.0.1:$SINKPORT"}
+  transports: {"*": "127.0.0.1:$relay"}
   provider_id: bench
 $dk
 analytics:
@@ -230,20 +245,47 @@ CF
     ( sleep 8; curl -s -o "$OUT/$name.cpu.pprof" "http://127.0.0.1:$mp/debug/pprof/profile?seconds=15"
       curl -s -o "$OUT/$name.goroutines.txt" "http://127.0.0.1:$mp/debug/pprof/goroutine?debug=1" ) &
   fi
-  measure "$name" "$port"
+  "$meas" "$name" "$port"
   kill -TERM "$opid"; wait "$opid" 2>/dev/null || true
-  stopsink
 }
 
+# throughput RUN_FN ARGS...: the system relaying to a fresh smtp-sink, loaded
+# by smtp-source.
+throughput() { startsink; "$@" "$SINKPORT" measure; stopsink; }
+
+LATRES=()
+LATPORT=0
+# latency NAME PORT: bench/latency paces LAT_N messages at half the msgs/s
+# the throughput run measured for the system (NAME without -lat) into PORT;
+# the system relays them to the tool's receiver on LATPORT.
+latency() {
+  local name=$1 port=$2 sys=${1%-lat} v rate n line
+  v="RATE_${sys//[^a-z]/_}"; rate=$(printf '%.1f' "$(echo "${!v:-0} / 2" | bc -l)")
+  n=${LAT_N:-$(echo "n = $rate * 20; if (n > 2000) n = 2000; if (n < 1) n = 1; scale = 0; n / 1" | bc -l)}
+  if [ "$(echo "$rate > 0" | bc)" != 1 ]; then echo "bench: $name: no throughput measured, skipped" >&2; return; fi
+  echo "  $name: $n messages at $rate msgs/s"
+  if ! "$TMP/latency" -to "127.0.0.1:$port" -listen "127.0.0.1:$LATPORT" -n "$n" -size "$S" -c "$C" \
+      -rate "$rate" -wait 60s >"$OUT/$name.latency.out" 2>"$OUT/$name.latency.log"; then
+    echo "bench: $name: latency tool failed: $(tail -1 "$OUT/$name.latency.log")" >&2
+  fi
+  line=$(cat "$OUT/$name.latency.out"); echo "  $name: $line"
+  kv() { tr ' ' '\n' <<<"$line" | sed -n "s/^$1=//p"; }
+  LATRES+=("$(printf '%-10s %7s %7s %5s/%-5s %5s %8s %8s %8s %8s' "$sys" "$rate" "$(kv rate)" \
+    "$(kv delivered)" "$(kv accepted)" "$(kv missing)" "$(kv p50_ms)" "$(kv p90_ms)" "$(kv p99_ms)" "$(kv max_ms)")")
+}
+# latphase RUN_FN ARGS...: the system relaying to the latency tool.
+latphase() { LATPORT=$(freeport); "$@" "$LATPORT" latency; }
+
 make -s build
+go build -o "$TMP/latency" ./bench/latency
 echo "bench: N=$N S=$S C=$C, temp $TMP"
 for s in $SYSTEMS; do
   case $s in
     direct) run_direct ;;
-    postfix) run_postfix postfix ;;
-    pf+dkim) run_pfdkim ;;
-    outflow) run_outflow outflow 1 ;;
-    of-nodkim) run_outflow of-nodkim 0 ;;
+    postfix) throughput run_postfix postfix "" ;;
+    pf+dkim) throughput run_pfdkim pf+dkim ;;
+    outflow) throughput run_outflow outflow 1 ;;
+    of-nodkim) throughput run_outflow of-nodkim 0 ;;
     *) echo "bench: unknown system $s" >&2; exit 2 ;;
   esac
 done
@@ -258,3 +300,20 @@ done
     [ -n "${RATE_pf_dkim:-}" ] && printf '%s / pf+dkim = %.2f\n' "$o" "$(echo "${!v} / $RATE_pf_dkim" | bc -l)"
   done
 } | tee "$OUT/table.txt"
+
+[ "$LATENCY" = 1 ] || exit 0
+echo "bench: latency, paced at half each system's msgs/s"
+for s in $SYSTEMS; do
+  case $s in
+    postfix) latphase run_postfix postfix-lat "" ;;
+    pf+dkim) latphase run_pfdkim pf+dkim-lat ;;
+    outflow) latphase run_outflow outflow-lat 1 ;;
+  esac
+done
+[ ${#LATRES[@]} -gt 0 ] || exit 0
+{
+  echo
+  echo "latency: submit start -> arrival at the relay target, ms; S=$S C=$C  load $(cut -d' ' -f1-3 /proc/loadavg)"
+  printf '%-10s %7s %7s %11s %5s %8s %8s %8s %8s\n' system rate got_rate deliv/acc lost p50 p90 p99 max
+  for r in "${LATRES[@]}"; do echo "$r"; done
+} | tee -a "$OUT/table.txt"
