@@ -204,22 +204,37 @@ func outageBus(tb testing.TB, url string) *bus.Bus {
 	return b
 }
 
-// streamEventCounts counts the events stream's messages by event type.
+// streamEventCounts counts the events in the events stream by type (a
+// stream message holds one event or a batch of them).
 func streamEventCounts(tb testing.TB, b *bus.Bus) map[events.Type]uint64 {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s, err := b.JS.Stream(ctx, bus.StreamEvents)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(events.Subject+".>"))
+	info, err := s.Info(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	out := map[events.Type]uint64{}
-	for subj, n := range info.State.Subjects {
-		out[events.Type(subj[len(events.Subject)+1:])] += n
+	for read := uint64(0); read < info.State.Msgs; read++ {
+		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			tb.Fatalf("read event %d of %d: %v", read+1, info.State.Msgs, err)
+		}
+		evs, err := events.UnmarshalAll(m.Data())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for _, e := range evs {
+			out[e.Type]++
+		}
 	}
 	return out
 }

@@ -272,13 +272,14 @@ func TestMultiProcess_RolesAsSeparateProcesses(t *testing.T) {
 	var mu sync.Mutex
 	bySender := map[string]int{}
 	if _, err := nc.Subscribe(events.Subject+"."+string(events.TypeDelivery), func(m *nats.Msg) {
-		ev, err := events.Unmarshal(m.Data)
-		if err != nil || ev.Delivery == nil {
-			return
+		evs, _ := events.UnmarshalAll(m.Data)
+		for _, ev := range evs {
+			if ev.Delivery != nil {
+				mu.Lock()
+				bySender[ev.Delivery.Sender]++
+				mu.Unlock()
+			}
 		}
-		mu.Lock()
-		bySender[ev.Delivery.Sender]++
-		mu.Unlock()
 	}); err != nil {
 		t.Fatal(err)
 	}

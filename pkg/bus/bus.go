@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -115,6 +116,9 @@ type Bus struct {
 	DKIMKeys jetstream.KeyValue
 	cfg      Config
 	log      *slog.Logger
+
+	evMu     sync.Mutex
+	evQueues map[string]*eventQueue // by subject (events.go)
 }
 
 // Connect dials NATS and declares (idempotently) every stream, bucket and

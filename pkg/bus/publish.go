@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outflowmail/outflow/pkg/envelope"
-	"github.com/outflowmail/outflow/pkg/events"
 )
 
 // PublishMessage publishes a message to subject with msgID as its
@@ -125,22 +124,4 @@ func (b *Bus) countDown(ctx context.Context, key string, jobs int) (bool, error)
 		return false, nil
 	}
 	return false, fmt.Errorf("count jobs of %s: too much contention", key)
-}
-
-// PublishEvent publishes an event; its id is the Nats-Msg-Id so that a
-// retried publish is stored once.
-func (b *Bus) PublishEvent(ctx context.Context, e *events.Event) error {
-	data, err := events.Marshal(e)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout)
-	defer cancel()
-	m := nats.NewMsg(events.Subject + "." + string(e.Type))
-	m.Data = data
-	m.Header = nats.Header{envelope.HeaderTenant: []string{e.Tenant}}
-	if _, err := b.JS.PublishMsg(ctx, m, jetstream.WithMsgID(e.ID)); err != nil {
-		return fmt.Errorf("publish event %s: %w", e.ID, err)
-	}
-	return nil
 }

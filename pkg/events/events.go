@@ -6,7 +6,9 @@
 package events
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -155,6 +157,34 @@ func Marshal(e *Event) ([]byte, error) {
 		return nil, fmt.Errorf("encode event %s: %w", e.Type, err)
 	}
 	return b, nil
+}
+
+// UnmarshalAll decodes the payload of one stream message: one event, or a
+// batch of them, one JSON object per line (the bus publishes events that
+// occur together as one message, so that the events stream pays one fsync
+// for many). Any undecodable line fails the whole payload.
+func UnmarshalAll(b []byte) ([]*Event, error) {
+	var evs []*Event
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		e, err := Unmarshal(line)
+		if err != nil {
+			return nil, fmt.Errorf("event %d of the batch: %w", len(evs)+1, err)
+		}
+		evs = append(evs, e)
+	}
+	if len(evs) == 0 {
+		return nil, errors.New("decode event: empty payload")
+	}
+	return evs, nil
 }
 
 // Unmarshal decodes an event and checks its version.

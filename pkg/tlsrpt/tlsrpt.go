@@ -263,11 +263,13 @@ func Collect(ctx context.Context, js jetstream.JetStream, stream string, day tim
 			if err == nil && !md.Timestamp.Before(end) {
 				return out, nil // stored after the day: the rest is too
 			}
-			e, err := events.Unmarshal(m.Data())
-			if err != nil || e.TLS == nil || e.Time.Before(start) || !e.Time.Before(end) {
-				continue
+			evs, _ := events.UnmarshalAll(m.Data())
+			for _, e := range evs {
+				if e.TLS == nil || e.Time.Before(start) || !e.Time.Before(end) {
+					continue
+				}
+				out = append(out, *e.TLS)
 			}
-			out = append(out, *e.TLS)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return nil, fmt.Errorf("read tls events: %w", err)

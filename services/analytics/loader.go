@@ -23,10 +23,11 @@ type loader struct {
 	m     *roleMetrics
 }
 
-// held is a fetched event, not yet acknowledged.
+// held is a fetched stream message (one event, or a batch of events
+// published together), not yet acknowledged.
 type held struct {
 	msg jetstream.Msg
-	ev  *events.Event
+	evs []*events.Event
 	// redelivered: JetStream delivered it before (counted in metrics); an earlier insert of
 	// it may have succeeded with the ack lost.
 	redelivered bool
@@ -37,14 +38,15 @@ type held struct {
 // holds.
 func (l *loader) run(ctx context.Context) {
 	var batch []held
+	nev := 0 // events in batch
 	var deadline time.Time
 	bo := backoff{min: 100 * time.Millisecond, max: 5 * time.Second}
 	for ctx.Err() == nil {
-		if len(batch) > 0 && (len(batch) >= l.cfg.BatchSize || !time.Now().Before(deadline)) {
+		if len(batch) > 0 && (nev >= l.cfg.BatchSize || !time.Now().Before(deadline)) {
 			if !l.flush(ctx, batch) {
 				break // ctx ended while ClickHouse was failing; shutdown below
 			}
-			batch = nil
+			batch, nev = nil, 0
 			continue
 		}
 		wait := l.cfg.FlushInterval
@@ -54,7 +56,7 @@ func (l *loader) run(ctx context.Context) {
 		// At most a second per fetch, so that shutdown is never slower than
 		// that; at least a little, so a nearly due batch does not spin.
 		wait = min(max(wait, 20*time.Millisecond), time.Second)
-		msgs, err := l.fetch(l.cfg.BatchSize-len(batch), wait)
+		msgs, err := l.fetch(max(l.cfg.BatchSize-nev, 1), wait)
 		if err != nil && len(msgs) == 0 {
 			d := bo.next()
 			l.log.Debug("fetch events", "consumer", Durable, "retry_in", d, "err", err)
@@ -71,6 +73,7 @@ func (l *loader) run(ctx context.Context) {
 				deadline = time.Now().Add(l.cfg.FlushInterval)
 			}
 			batch = append(batch, h)
+			nev += len(h.evs)
 		}
 	}
 	l.shutdown(ctx, batch)
@@ -103,7 +106,7 @@ func (l *loader) decode(m jetstream.Msg) (held, bool) {
 	if h.redelivered {
 		l.m.redelivered.Inc()
 	}
-	h.ev, err = events.Unmarshal(m.Data())
+	h.evs, err = events.UnmarshalAll(m.Data())
 	if err != nil {
 		var seq uint64
 		if md != nil {
@@ -193,9 +196,9 @@ func (l *loader) insert(ctx context.Context, batch []held) (err error) {
 			err = fmt.Errorf("insert panic: %v\n%s", r, debug.Stack())
 		}
 	}()
-	evs := make([]*events.Event, 0, len(batch))
+	var evs []*events.Event
 	for _, h := range batch {
-		evs = append(evs, h.ev)
+		evs = append(evs, h.evs...)
 	}
 	present, err := l.store.Present(ctx, evs)
 	if err != nil {
@@ -205,6 +208,9 @@ func (l *loader) insert(ctx context.Context, batch []held) (err error) {
 	for _, e := range evs {
 		if !present[e.ID] {
 			kept = append(kept, e)
+			// A retried publish can put an event in two batches that
+			// arrive together; the first one counts.
+			present[e.ID] = true
 		}
 	}
 	if n := len(evs) - len(kept); n > 0 {

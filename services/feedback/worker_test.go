@@ -75,13 +75,15 @@ func (f *fixture) eventsOf(t *testing.T, id string, want int) []*events.Event {
 		if err != nil {
 			continue
 		}
-		e, err := events.Unmarshal(m.Data())
+		evs, err := events.UnmarshalAll(m.Data())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if e.Report != nil && e.Report.ReportID == id || e.Bounce != nil && e.Bounce.ReportID == id ||
-			e.Complaint != nil && e.Complaint.ReportID == id {
-			out = append(out, e)
+		for _, e := range evs {
+			if e.Report != nil && e.Report.ReportID == id || e.Bounce != nil && e.Bounce.ReportID == id ||
+				e.Complaint != nil && e.Complaint.ReportID == id {
+				out = append(out, e)
+			}
 		}
 	}
 	return out

@@ -87,12 +87,14 @@ func suppressedEvents(t *testing.T, b *bus.Bus, msgID string) []*events.Event {
 		if err != nil {
 			return out
 		}
-		e, err := events.Unmarshal(m.Data())
+		evs, err := events.UnmarshalAll(m.Data())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if e.MsgID == msgID {
-			out = append(out, e)
+		for _, e := range evs {
+			if e.MsgID == msgID {
+				out = append(out, e)
+			}
 		}
 	}
 }

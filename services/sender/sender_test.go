@@ -67,7 +67,8 @@ func start(t *testing.T, cfg Config, opts Options) *world {
 	})
 	w := &world{b: b, events: make(chan *events.Event, 100)}
 	sub, err := b.NC.Subscribe(events.Subject+".>", func(m *nats.Msg) {
-		if e, err := events.Unmarshal(m.Data); err == nil {
+		evs, _ := events.UnmarshalAll(m.Data)
+		for _, e := range evs {
 			w.events <- e
 		}
 	})

@@ -220,10 +220,13 @@ func TestShaping_TwoSendersNeverExceedConnectionLimit(t *testing.T) {
 	var mu sync.Mutex
 	bySender := map[string]int{}
 	sub, err := buses[0].NC.Subscribe(events.Subject+"."+string(events.TypeDelivery), func(m *nats.Msg) {
-		if e, err := events.Unmarshal(m.Data); err == nil && e.Delivery != nil {
-			mu.Lock()
-			bySender[e.Delivery.Sender]++
-			mu.Unlock()
+		evs, _ := events.UnmarshalAll(m.Data)
+		for _, e := range evs {
+			if e.Delivery != nil {
+				mu.Lock()
+				bySender[e.Delivery.Sender]++
+				mu.Unlock()
+			}
 		}
 	})
 	if err != nil {
