@@ -27,6 +27,7 @@ type loadOptions struct {
 type submission struct {
 	seq      int
 	start    time.Time // when MAIL FROM went out: the latency's zero
+	replied  time.Time // when the reply to the data came
 	accepted bool      // the system answered 250 to its data
 	err      error
 }
@@ -63,8 +64,10 @@ func submitPaced(ctx context.Context, o loadOptions, n int) []submission {
 						continue
 					}
 				}
+				data := message(o, i, time.Now())
 				s.start = time.Now()
-				err := send(c, o.from, o.rcpt, message(o, i, s.start))
+				err := send(c, o.from, o.rcpt, data)
+				s.replied = time.Now()
 				if err == nil {
 					s.accepted = true
 					continue

@@ -7,10 +7,12 @@
 //
 // It prints one line on stdout:
 //
-//	failed=N accepted=N delivered=N missing=N duplicates=N arrived_unaccepted=N p50_ms=… p90_ms=… p99_ms=… max_ms=… rate=…
+//	failed=N accepted=N delivered=N missing=N duplicates=N arrived_unaccepted=N p50_ms=… p90_ms=… p99_ms=… max_ms=… submit_p50_ms=… submit_p99_ms=… rate=…
 //
-// where the percentiles are over the messages that were accepted and
-// arrived, and rate is the submission rate achieved (msgs/s).
+// where p50…max are over the messages that were accepted and arrived, the
+// submit_ percentiles time the submission alone (start to the 250 after
+// the data) over the accepted messages, and rate is the submission rate
+// achieved (msgs/s).
 package main
 
 import (

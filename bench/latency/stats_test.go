@@ -46,7 +46,10 @@ func TestPercentile(t *testing.T) {
 func TestSummarize(t *testing.T) {
 	t0 := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
-	ok := func(seq, startMS int) submission { return submission{seq: seq, start: at(startMS), accepted: true} }
+	// Every accepted submission here took 1 ms to be answered.
+	ok := func(seq, startMS int) submission {
+		return submission{seq: seq, start: at(startMS), replied: at(startMS + 1), accepted: true}
+	}
 	tests := []struct {
 		name            string
 		giveSubs        []submission
@@ -115,6 +118,9 @@ func TestSummarize(t *testing.T) {
 				t.Errorf("summarize = delivered %d failed %d unaccepted %d duplicates %d missing %v latencies %v ms, "+
 					"want %d %d %d %d %v %v", r.delivered, r.failed, r.unaccepted, r.duplicates, r.missing, lat,
 					tt.wantDelivered, tt.wantFailed, tt.wantUnaccepted, tt.giveDuplicates, tt.wantMissing, tt.wantLatenciesMS)
+			}
+			if len(r.submits) != r.accepted || (r.accepted > 0 && r.submits[0] != time.Millisecond) {
+				t.Errorf("submits %v, want %d of 1ms", r.submits, r.accepted)
 			}
 			if r.accepted != r.delivered+len(r.missing) {
 				t.Errorf("accepted %d != delivered %d + missing %d", r.accepted, r.delivered, len(r.missing))
