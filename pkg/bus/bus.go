@@ -181,8 +181,8 @@ func (b *Bus) declare(ctx context.Context) error {
 	// start first.
 	for {
 		err = b.declareOnce(ctx)
-		if err == nil {
-			return nil
+		if err == nil || errors.Is(err, errOldSpool) {
+			return err
 		}
 		b.log.Warn("declare jetstream resources; retrying", "err", err)
 		select {
@@ -211,8 +211,8 @@ func (b *Bus) declareOnce(ctx context.Context) error {
 	outbound := work(StreamOutbound, SubjectOutbound+".>")
 	scheduling(&outbound) // deferred jobs wait as message schedules (schedule.go)
 	streams := []jetstream.StreamConfig{
-		work(StreamSubmitted, SubjectSubmitted),
-		work(StreamClassified, SubjectClassified),
+		spool(work(StreamSubmitted, SubjectSubmitted)),
+		spool(work(StreamClassified, SubjectClassified)),
 		outbound,
 		work(StreamFeedback, SubjectFeedback+".>"),
 		{
@@ -237,8 +237,8 @@ func (b *Bus) declareOnce(ctx context.Context) error {
 		},
 	}
 	for _, sc := range streams {
-		if _, err := b.JS.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("stream %s: %w", sc.Name, err)
+		if err := b.declareStream(ctx, sc); err != nil {
+			return err
 		}
 	}
 	var err error

@@ -1,0 +1,126 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Spools: SUBMITTED and CLASSIFIED are read by one durable consumer each
+// (shared by every process of the role) and are, in effect, work queues. They
+// are declared with limits retention instead, and a message leaves when the
+// consumer's ack floor has passed it and the consumer's process purges the
+// stream up to there (purgeSpool, once a second).
+//
+// Why: with sync_always every removal from a work-queue stream writes a
+// fsync'd tombstone, so an ack cost as much disk time as a publish, and a
+// stream's writes are serialised; the ingest → classifier → router hops paid
+// four fsyncs per message where two store it. A purge up to the ack floor
+// removes whole runs of messages with one write. The consumer's acks are
+// still persisted (JetStream writes consumer state up to ten times a
+// second, fsync'd): a crash forgets at most the last ~100 ms of acks, and
+// those messages are handled again, which at-least-once allows and the next
+// stage's Nats-Msg-Id de-duplication absorbs.
+//
+// OUTBOUND stays a work queue: its deferred jobs wait in it as message
+// schedules, which a purge by sequence would remove.
+var spoolStreams = map[string]bool{StreamSubmitted: true, StreamClassified: true}
+
+// PurgeInterval is how often a spool's consumer purges what it acknowledged.
+const PurgeInterval = time.Second
+
+// errOldSpool: retrying the declaration cannot help.
+var errOldSpool = errors.New("spool in an earlier layout")
+
+func spool(c jetstream.StreamConfig) jetstream.StreamConfig {
+	c.Retention = jetstream.LimitsPolicy
+	return c
+}
+
+// declareStream creates or updates a stream. A spool left in the work-queue
+// layout by an earlier version cannot be updated in place (JetStream does not
+// change a work queue's retention): an empty one is recreated, one holding
+// messages is an error that says what to do, since deleting it would lose
+// mail.
+func (b *Bus) declareStream(ctx context.Context, sc jetstream.StreamConfig) error {
+	_, err := b.JS.CreateOrUpdateStream(ctx, sc)
+	if err == nil {
+		return nil
+	}
+	if !spoolStreams[sc.Name] || !strings.Contains(err.Error(), "retention") {
+		return fmt.Errorf("stream %s: %w", sc.Name, err)
+	}
+	s, ierr := b.JS.Stream(ctx, sc.Name)
+	if ierr != nil {
+		return fmt.Errorf("stream %s: %w", sc.Name, errors.Join(err, ierr))
+	}
+	info, ierr := s.Info(ctx)
+	if ierr != nil {
+		return fmt.Errorf("stream %s: %w", sc.Name, errors.Join(err, ierr))
+	}
+	if info.Config.Retention != jetstream.WorkQueuePolicy || info.State.Msgs > 0 {
+		return fmt.Errorf("stream %s was created with %s retention by an earlier Outflow and still holds %d messages; "+
+			"run that version until the stream is empty, then start this one (it recreates the stream): %w",
+			sc.Name, info.Config.Retention, info.State.Msgs, errors.Join(errOldSpool, err))
+	}
+	b.log.Info("recreating empty stream with its new retention", "stream", sc.Name,
+		"from", info.Config.Retention.String(), "to", sc.Retention.String())
+	if err := b.JS.DeleteStream(ctx, sc.Name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("stream %s: delete the empty work queue: %w", sc.Name, err)
+	}
+	if _, err := b.JS.CreateStream(ctx, sc); err != nil {
+		return fmt.Errorf("stream %s: %w", sc.Name, err)
+	}
+	return nil
+}
+
+// purgeSpool removes, every PurgeInterval until ctx ends, the messages of a
+// spool that its consumer has acknowledged (everything at or below the ack
+// floor).
+func (b *Bus) purgeSpool(ctx context.Context, stream string, cons jetstream.Consumer, log *slog.Logger) {
+	t := time.NewTicker(PurgeInterval)
+	defer t.Stop()
+	var done uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		floor, err := b.purgeAcked(ctx, stream, cons, done)
+		if err != nil {
+			log.Warn("purge acknowledged messages; retrying", "stream", stream, "err", err)
+			continue
+		}
+		done = floor
+	}
+}
+
+// purgeAcked purges stream below the consumer's ack floor if it moved past
+// done, and returns the floor.
+func (b *Bus) purgeAcked(ctx context.Context, stream string, cons jetstream.Consumer, done uint64) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return done, fmt.Errorf("consumer info: %w", err)
+	}
+	floor := info.AckFloor.Stream
+	if floor <= done {
+		return done, nil
+	}
+	s, err := b.JS.Stream(ctx, stream)
+	if err != nil {
+		return done, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	// WithPurgeSequence purges up to, not including, the sequence given.
+	if err := s.Purge(ctx, jetstream.WithPurgeSequence(floor+1)); err != nil {
+		return done, fmt.Errorf("purge %s below %d: %w", stream, floor+1, err)
+	}
+	return floor, nil
+}

@@ -1,0 +1,138 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outflowmail/outflow/pkg/envelope"
+	"github.com/outflowmail/outflow/pkg/natstest"
+)
+
+func streamMsgs(t *testing.T, b *Bus, name string) uint64 {
+	t.Helper()
+	s, err := b.JS.Stream(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// TestSpool_PurgedUpToAckFloor: acknowledged messages leave the spool; a
+// message not yet acknowledged keeps itself and everything after it.
+func TestSpool_PurgedUpToAckFloor(t *testing.T) {
+	b := connect(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for i := 1; i <= 10; i++ {
+		env := &envelope.Envelope{ID: fmt.Sprintf("m%d", i), Tenant: "t"}
+		if err := b.PublishMessage(ctx, SubjectSubmitted, env.ID, env, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	handled := make(chan string, 20)
+	done := make(chan error, 1)
+	go func() {
+		done <- b.Consume(ctx, Consumer{Stream: StreamSubmitted, Durable: "c", Workers: 2},
+			slog.New(slog.NewTextHandler(io.Discard, nil)), func(ctx context.Context, m jetstream.Msg) {
+				env, _ := envelope.Decode(m.Headers())
+				md, _ := m.Metadata()
+				if env.ID == "m3" && md.NumDelivered == 1 {
+					_ = m.NakWithDelay(4 * time.Second)
+					return
+				}
+				_ = m.Ack()
+				handled <- env.ID
+			})
+	}()
+	for range 9 {
+		<-handled
+	}
+	// m1 and m2 go; m3 (waiting) holds back itself and m4..m10.
+	time.Sleep(2*PurgeInterval + 500*time.Millisecond)
+	if n := streamMsgs(t, b, StreamSubmitted); n != 8 {
+		t.Fatalf("spool holds %d messages while m3 waits, want 8", n)
+	}
+	if id := <-handled; id != "m3" {
+		t.Fatalf("handled %s, want m3", id)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for streamMsgs(t, b, StreamSubmitted) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("spool still holds %d messages after every ack", streamMsgs(t, b, StreamSubmitted))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDeclare_OldWorkQueueSpool: an empty spool left as a work queue by an
+// earlier version is recreated; one that holds mail stops the start with an
+// error that says so, and the mail stays.
+func TestDeclare_OldWorkQueueSpool(t *testing.T) {
+	for _, withMail := range []bool{false, true} {
+		t.Run(fmt.Sprint("mail=", withMail), func(t *testing.T) {
+			ns := natstest.Start(t)
+			nc, err := nats.Connect(ns.ClientURL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: StreamSubmitted, Subjects: []string{SubjectSubmitted},
+				Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if withMail {
+				if _, err := js.Publish(ctx, SubjectSubmitted, []byte("queued mail")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg := DefaultConfig()
+			cfg.URL = ns.ClientURL()
+			cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			b, err := Connect(cctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if withMail {
+				if err == nil || !strings.Contains(err.Error(), "still holds 1 messages") || cctx.Err() != nil {
+					t.Fatalf("Connect = %v, want an immediate error about the queued mail", err)
+				}
+				info, err := s.Info(ctx)
+				if err != nil || info.State.Msgs != 1 {
+					t.Fatalf("old stream: %v, %v; want it kept with its message", info, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			info, err := s.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Config.Retention != jetstream.LimitsPolicy {
+				t.Errorf("retention = %v, want limits", info.Config.Retention)
+			}
+		})
+	}
+}
