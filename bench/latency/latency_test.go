@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -142,14 +143,9 @@ func TestMessage(t *testing.T) {
 
 // The whole command against its own receiver: one result line.
 func TestRun(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeAddr(t)
 	var out, errs bytes.Buffer
-	err = run(context.Background(), []string{"-to", addr, "-listen", addr, "-n", "50", "-rate", "500", "-c", "3", "-size", "500"}, &out, &errs)
+	err := run(context.Background(), []string{"-to", addr, "-listen", addr, "-n", "50", "-rate", "500", "-c", "3", "-size", "500"}, &out, &errs)
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, errs.String())
 	}
@@ -169,6 +165,8 @@ func TestRun_BadFlags(t *testing.T) {
 		{[]string{"-to", "x:1", "-c", "0"}, "-c"},
 		{[]string{"-to", "x:1", "-from", "nobody"}, "-from"},
 		{[]string{"-to", "x:1", "-wait", "0s"}, "-wait"},
+		{[]string{"-to", "x:1", "-duration", "-1s"}, "-duration"},
+		{[]string{"-to", "x:1", "-progress", "-1s"}, "-progress"},
 	}
 	for _, tt := range tests {
 		var out, errs bytes.Buffer
@@ -177,6 +175,80 @@ func TestRun_BadFlags(t *testing.T) {
 			t.Errorf("run(%q) = %v, want an error naming %s", tt.give, err, tt.want)
 		}
 	}
+}
+
+// -duration replaces -n with rate × duration.
+func TestParseFlags_Duration(t *testing.T) {
+	tests := []struct {
+		give  []string
+		wantN int
+	}{
+		{[]string{"-to", "x:1", "-n", "7"}, 7},
+		{[]string{"-to", "x:1", "-n", "7", "-rate", "80", "-duration", "10m"}, 48000},
+		{[]string{"-to", "x:1", "-rate", "55", "-duration", "600s"}, 33000},
+		{[]string{"-to", "x:1", "-rate", "2.5", "-duration", "3s"}, 7},
+		{[]string{"-to", "x:1", "-rate", "0.1", "-duration", "1s"}, 1},
+	}
+	for _, tt := range tests {
+		c, err := parseFlags(tt.give, io.Discard)
+		if err != nil {
+			t.Fatalf("parseFlags(%q): %v", tt.give, err)
+		}
+		if c.n != tt.wantN {
+			t.Errorf("parseFlags(%q).n = %d, want %d", tt.give, c.n, tt.wantN)
+		}
+	}
+}
+
+// A timed run with progress: the message count follows from the rate and
+// duration, and the progress lines count the arrivals as they come.
+func TestRun_DurationProgress(t *testing.T) {
+	addr := freeAddr(t)
+	var out, errs bytes.Buffer
+	err := run(context.Background(), []string{"-to", addr, "-listen", addr, "-rate", "40", "-duration", "1s",
+		"-progress", "100ms", "-c", "2", "-size", "300"}, &out, &errs)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, errs.String())
+	}
+	if line := out.String(); !strings.HasPrefix(line, "failed=0 accepted=40 delivered=40 missing=0 ") {
+		t.Errorf("output %q", line)
+	}
+	var counts []int
+	for _, line := range strings.Split(errs.String(), "\n") {
+		if _, v, ok := strings.Cut(line, "msg=progress delivered="); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf("progress line %q: %v", line, err)
+			}
+			counts = append(counts, n)
+		}
+	}
+	// About 1 s of submissions logged every 100 ms: several lines, never
+	// decreasing, never above what was sent.
+	if len(counts) < 3 {
+		t.Fatalf("%d progress lines in %q, want at least 3", len(counts), errs.String())
+	}
+	for i, n := range counts {
+		if n > 40 || (i > 0 && n < counts[i-1]) {
+			t.Errorf("progress counts %v: want non-decreasing, at most 40", counts)
+			break
+		}
+	}
+	if counts[len(counts)-1] == 0 {
+		t.Errorf("progress counts %v: no arrival ever counted", counts)
+	}
+}
+
+// freeAddr is a loopback address nothing listens on: run submits to its own
+// receiver there.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 func header(t testing.TB, data []byte, name string) string {

@@ -13,6 +13,11 @@
 // submit_ percentiles time the submission alone (start to the 250 after
 // the data) over the accepted messages, and rate is the submission rate
 // achieved (msgs/s).
+//
+// With -duration it submits for that long at -rate instead of -n messages,
+// and with -progress it logs the arrivals so far ("msg=progress
+// delivered=N" on stderr) at that interval: make soak's use (bench/run.sh,
+// SOAK=1), where a run lasts ten minutes.
 package main
 
 import (
@@ -52,6 +57,8 @@ type config struct {
 	from     string        // envelope and header sender
 	rcpt     string        // envelope and header recipient
 	wait     time.Duration // how long to wait for arrivals after the last submission
+	duration time.Duration // when set, n is rate × duration (the soak mode)
+	progress time.Duration // when set, log the arrivals so far this often
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -67,10 +74,25 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.from, "from", "bench@demo.example", "sender address")
 	fs.StringVar(&c.rcpt, "rcpt", "rcpt@dest.example", "recipient address")
 	fs.DurationVar(&c.wait, "wait", 2*time.Minute, "how long to wait for arrivals after the last submission")
+	fs.DurationVar(&c.duration, "duration", 0, "submit for this long at -rate instead of -n messages")
+	fs.DurationVar(&c.progress, "progress", 0, "log the count of arrivals this often (0: never)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	return c, c.validate()
+	if err := c.validate(); err != nil {
+		return c, err
+	}
+	if c.duration > 0 {
+		c.n = messagesFor(c.rate, c.duration)
+	}
+	return c, nil
+}
+
+// messagesFor is how many messages a paced run of d at rate submits: the
+// first at once and one per tick after it, so the last starts one tick
+// before d ends (never fewer than one message).
+func messagesFor(rate float64, d time.Duration) int {
+	return max(1, int(rate*d.Seconds()))
 }
 
 func (c config) validate() error {
@@ -89,6 +111,12 @@ func (c config) validate() error {
 	}
 	if !(c.rate > 0) {
 		errs = append(errs, fmt.Errorf("-rate: %v, want more than 0", c.rate))
+	}
+	if c.duration < 0 {
+		errs = append(errs, fmt.Errorf("-duration: %v, want 0 (use -n) or more", c.duration))
+	}
+	if c.progress < 0 {
+		errs = append(errs, fmt.Errorf("-progress: %v, want 0 (off) or more", c.progress))
 	}
 	if c.wait <= 0 {
 		errs = append(errs, fmt.Errorf("-wait: %v, want more than 0", c.wait))
@@ -117,7 +145,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer rcv.close()
-	log.Info("receiving", "addr", rcv.addr(), "run", runID)
+	log.Info("receiving", "addr", rcv.addr(), "run", runID, "messages", cfg.n)
+	if cfg.progress > 0 {
+		pctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); logProgress(pctx, log, rcv, cfg.progress) }()
+		// Stopped before run returns, so that it never writes to stderr
+		// after the caller is done with it.
+		defer func() { stop(); <-done }()
+	}
 
 	subs := submitPaced(ctx, loadOptions{
 		addr: cfg.to, sessions: cfg.sessions, rate: cfg.rate,

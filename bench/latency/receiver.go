@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/textproto"
 	"strconv"
@@ -99,6 +100,28 @@ func (r *receiver) snapshot() arrivals {
 		a.first[k] = v
 	}
 	return a
+}
+
+// delivered counts the distinct messages of this run seen so far.
+func (r *receiver) delivered() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.got.first)
+}
+
+// logProgress logs the arrivals so far every interval until ctx ends, so
+// that a long run (make soak) can be watched, and sampled, while it runs.
+func logProgress(ctx context.Context, log *slog.Logger, r *receiver, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			log.Info("progress", "delivered", r.delivered())
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // errArrivalTimeout: some accepted messages had not arrived in time.
