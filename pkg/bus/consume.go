@@ -73,8 +73,8 @@ func (b *Bus) Consume(ctx context.Context, c Consumer, log *slog.Logger, h Handl
 	// Workers see a context that outlives ctx, so that draining completes.
 	workCtx := context.WithoutCancel(ctx)
 	var wg sync.WaitGroup
-	if spoolStreams[c.Stream] {
-		wg.Go(func() { b.purgeSpool(ctx, c.Stream, cons, log) })
+	if subject, ok := purges(c); ok {
+		wg.Go(func() { b.purgeSpool(ctx, c.Stream, subject, cons, log) })
 	}
 	for range c.Workers {
 		wg.Add(1)

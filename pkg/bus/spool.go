@@ -11,25 +11,41 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Spools: SUBMITTED and CLASSIFIED are read by one durable consumer each
-// (shared by every process of the role) and are, in effect, work queues. They
-// are declared with limits retention instead, and a message leaves when the
-// consumer's ack floor has passed it and the consumer's process purges the
-// stream up to there (purgeSpool, once a second).
+// Spools: SUBMITTED, CLASSIFIED and OUTBOUND are read by durable consumers
+// (one per role, or per pool, shared by every process) and are, in effect,
+// work queues. They are declared with limits retention instead, and a
+// message leaves when its consumer's ack floor has passed it and the
+// consumer's process purges the stream up to there (purgeSpool, once a
+// second).
 //
 // Why: with sync_always every removal from a work-queue stream writes a
 // fsync'd tombstone, so an ack cost as much disk time as a publish, and a
-// stream's writes are serialised; the ingest → classifier → router hops paid
-// four fsyncs per message where two store it. A purge up to the ack floor
-// removes whole runs of messages with one write. The consumer's acks are
-// still persisted (JetStream writes consumer state up to ten times a
-// second, fsync'd): a crash forgets at most the last ~100 ms of acks, and
-// those messages are handled again, which at-least-once allows and the next
-// stage's Nats-Msg-Id de-duplication absorbs.
+// stream's writes are serialised; the three hops paid six fsyncs per message
+// where three store it. A purge up to the ack floor removes a whole run of
+// messages with one write. The consumer's acks are still persisted
+// (JetStream writes consumer state up to ten times a second, fsync'd): a
+// crash forgets at most the last ~100 ms of acks, and those messages are
+// handled again, which at-least-once allows; the next stage's Nats-Msg-Id
+// de-duplication absorbs the repeats, and a repeated delivery job finds its
+// delivery event already recorded by then or is sent once more, as after any
+// crash mid-job.
 //
-// OUTBOUND stays a work queue: its deferred jobs wait in it as message
-// schedules, which a purge by sequence would remove.
-var spoolStreams = map[string]bool{StreamSubmitted: true, StreamClassified: true}
+// OUTBOUND also holds deferred jobs as message schedules on other subjects
+// (schedule.go), so its purges are limited to the consumer's pool subject;
+// a consumer without a filter does not purge it.
+var spoolStreams = map[string]bool{StreamSubmitted: true, StreamClassified: true, StreamOutbound: true}
+
+// purges reports whether the consumer c purges its stream, and by which
+// subject ("" for all).
+func purges(c Consumer) (subject string, ok bool) {
+	if !spoolStreams[c.Stream] {
+		return "", false
+	}
+	if c.Stream == StreamOutbound {
+		return c.FilterSubject, c.FilterSubject != ""
+	}
+	return c.FilterSubject, true
+}
 
 // PurgeInterval is how often a spool's consumer purges what it acknowledged.
 const PurgeInterval = time.Second
@@ -82,7 +98,7 @@ func (b *Bus) declareStream(ctx context.Context, sc jetstream.StreamConfig) erro
 // purgeSpool removes, every PurgeInterval until ctx ends, the messages of a
 // spool that its consumer has acknowledged (everything at or below the ack
 // floor).
-func (b *Bus) purgeSpool(ctx context.Context, stream string, cons jetstream.Consumer, log *slog.Logger) {
+func (b *Bus) purgeSpool(ctx context.Context, stream, subject string, cons jetstream.Consumer, log *slog.Logger) {
 	t := time.NewTicker(PurgeInterval)
 	defer t.Stop()
 	var done uint64
@@ -92,7 +108,7 @@ func (b *Bus) purgeSpool(ctx context.Context, stream string, cons jetstream.Cons
 			return
 		case <-t.C:
 		}
-		floor, err := b.purgeAcked(ctx, stream, cons, done)
+		floor, err := b.purgeAcked(ctx, stream, subject, cons, done)
 		if err != nil {
 			log.Warn("purge acknowledged messages; retrying", "stream", stream, "err", err)
 			continue
@@ -103,7 +119,7 @@ func (b *Bus) purgeSpool(ctx context.Context, stream string, cons jetstream.Cons
 
 // purgeAcked purges stream below the consumer's ack floor if it moved past
 // done, and returns the floor.
-func (b *Bus) purgeAcked(ctx context.Context, stream string, cons jetstream.Consumer, done uint64) (uint64, error) {
+func (b *Bus) purgeAcked(ctx context.Context, stream, subject string, cons jetstream.Consumer, done uint64) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	info, err := cons.Info(ctx)
@@ -119,7 +135,11 @@ func (b *Bus) purgeAcked(ctx context.Context, stream string, cons jetstream.Cons
 		return done, fmt.Errorf("stream %s: %w", stream, err)
 	}
 	// WithPurgeSequence purges up to, not including, the sequence given.
-	if err := s.Purge(ctx, jetstream.WithPurgeSequence(floor+1)); err != nil {
+	opts := []jetstream.StreamPurgeOpt{jetstream.WithPurgeSequence(floor + 1)}
+	if subject != "" {
+		opts = append(opts, jetstream.WithPurgeSubject(subject))
+	}
+	if err := s.Purge(ctx, opts...); err != nil {
 		return done, fmt.Errorf("purge %s below %d: %w", stream, floor+1, err)
 	}
 	return floor, nil

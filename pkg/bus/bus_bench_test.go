@@ -1,0 +1,98 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outflowmail/outflow/pkg/envelope"
+	"github.com/outflowmail/outflow/pkg/events"
+	"github.com/outflowmail/outflow/pkg/natsserver"
+)
+
+// connectDurable is connect with JetStream fsyncing every write, as in
+// production.
+func connectDurable(b *testing.B) *Bus {
+	b.Helper()
+	ns, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:0", StoreDir: b.TempDir(), SyncAlways: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(ns.Shutdown)
+	cfg := DefaultConfig()
+	cfg.URL = ns.ClientURL()
+	bb, err := Connect(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(bb.Close)
+	return bb
+}
+
+// BenchmarkPublishEvent: 16 goroutines reporting events at once, as the
+// stages of a busy pipeline do, with sync_always.
+func BenchmarkPublishEvent(b *testing.B) {
+	bb := connectDurable(b) // a new server per run, so the stream holds this run's events only
+	var n atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(8) // × GOMAXPROCS goroutines
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			e := &events.Event{ID: fmt.Sprintf("ev-%d", i), Type: events.TypeDelivery, Tenant: "t", MsgID: fmt.Sprint(i),
+				Delivery: &events.Delivery{}}
+			if err := bb.PublishEvent(context.Background(), e); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	s, err := bb.JS.Stream(context.Background(), StreamEvents)
+	if err != nil {
+		b.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N)/float64(info.State.Msgs), "events/msg")
+}
+
+// BenchmarkHop: one stage hop of a 10 KiB message with sync_always: take it
+// from the submitted stream, publish it on, ack it (DoubleAck, to include
+// the ack's own write). The publish of the input is outside the timer.
+func BenchmarkHop(b *testing.B) {
+	bb := connectDurable(b)
+	ctx := context.Background()
+	cons, err := bb.JS.CreateOrUpdateConsumer(ctx, StreamSubmitted,
+		jetstream.ConsumerConfig{Durable: "bench", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := make([]byte, 10<<10)
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		env := &envelope.Envelope{ID: envelope.NewID(), Tenant: "t"}
+		if err := bb.PublishMessage(ctx, SubjectSubmitted, env.ID, env, body); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		m, err := cons.Next()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := bb.PublishMessage(ctx, SubjectClassified, env.ID, env, body); err != nil {
+			b.Fatal(err)
+		}
+		if err := m.DoubleAck(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
