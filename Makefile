@@ -9,7 +9,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 TAGS    := integration
 FUZZTIME ?= 10s
 
-.PHONY: build run test unit fuzz vet eval model bench bench-micro clean
+.PHONY: build run test unit fuzz vet eval model bench bench-micro soak clean
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/outflow
@@ -40,6 +40,12 @@ fuzz:
 # (docs/performance.md); N, S, C, SYSTEMS override. Needs root.
 bench:
 	bench/run.sh
+
+# Soak: only Outflow at half load for SOAK_SECONDS (600), goroutines, heap
+# and RSS sampled into bench/out/soak.csv, first vs last minute compared
+# (docs/performance.md, "Soak"); SOAK_RATE overrides the rate. Needs root.
+soak:
+	SOAK=1 bench/run.sh
 
 # The go test micro-benchmarks of the hot paths (docs/performance.md,
 # "Micro-benchmarks"); the integration tag brings in those that need

@@ -27,7 +27,9 @@
 # Environment: N (10000), S (10240), C (20), SYSTEMS (all five), KEEP=1 keeps
 # the temp directory, OUT (bench/out) for logs and the table, PROFILE=1 saves
 # a 15 s CPU profile and a goroutine dump of each Outflow run in OUT,
-# LATENCY (1), LAT_N.
+# LATENCY (1), LAT_N. SOAK=1 (make soak) runs the soak mode instead (see
+# soak below): SOAK_RATE (default half of a SOAK_N=2000 throughput run),
+# SOAK_SECONDS (600), SOAK_EVERY (15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -277,8 +279,115 @@ latency() {
 # latphase RUN_FN ARGS...: the system relaying to the latency tool.
 latphase() { LATPORT=$(freeport); "$@" "$LATPORT" latency; }
 
+# Soak mode (SOAK=1, make soak; issue 7, docs/performance.md "Soak"): only
+# Outflow, configured as above, relaying to bench/latency's receiver, paced
+# at SOAK_RATE msgs/s for SOAK_SECONDS. Every SOAK_EVERY seconds it samples
+# Outflow's goroutines and HeapInuse (pprof on its metrics listener) and the
+# process's VmRSS into OUT/soak.csv, then compares the first minute with the
+# last and exits non-zero when a message went missing or something grew.
+SOAK=${SOAK:-0} SOAK_RATE=${SOAK_RATE:-} SOAK_SECONDS=${SOAK_SECONDS:-600} SOAK_EVERY=${SOAK_EVERY:-15}
+SOAK_N=${SOAK_N:-2000} SOAK_RC=0
+# soaksample T: one CSV row at T seconds into the run. mp is run_outflow's
+# local (bash scoping: soak runs inside it); SOAKPID is outflow's own pid
+# (run_outflow's opid is the subshell that started it).
+soaksample() {
+  local t=$1 d g h r
+  d=$(sed -n 's/.*msg=progress delivered=\([0-9]*\).*/\1/p' "$OUT/$SOAKNAME.latency.log" | tail -1)
+  curl -s --max-time 10 -o "$TMP/g.txt" "http://127.0.0.1:$mp/debug/pprof/goroutine?debug=1" || true
+  curl -s --max-time 10 -o "$TMP/h.txt" "http://127.0.0.1:$mp/debug/pprof/heap?debug=1" || true
+  g=$(awk 'NR==1 && /^goroutine profile: total/{print $4}' "$TMP/g.txt" 2>/dev/null)
+  h=$(awk '/^# HeapInuse = /{printf "%.1f", $4/1048576}' "$TMP/h.txt" 2>/dev/null)
+  r=$(awk '/^VmRSS/{printf "%.1f", $2/1024}' "/proc/$SOAKPID/status" 2>/dev/null || true)
+  echo "$t,${d:-0},$g,$h,$r" >>"$OUT/soak.csv"
+}
+# soakprofiles TAG: heap and goroutine profiles for go tool pprof -diff_base.
+soakprofiles() {
+  curl -s --max-time 10 -o "$OUT/soak.heap.$1.pprof" "http://127.0.0.1:$mp/debug/pprof/heap" || true
+  curl -s --max-time 10 -o "$OUT/soak.goroutine.$1.pprof" "http://127.0.0.1:$mp/debug/pprof/goroutine" || true
+}
+# soak NAME PORT: the load tool runs for SOAK_SECONDS while this samples.
+soak() {
+  local name=$1 port=$2 t0 t next=0 early=0 late=0 line peak
+  SOAKNAME=$name SOAKPID=
+  for p in $(cat "$CG/cgroup.procs"); do [ "$(cat "/proc/$p/comm" 2>/dev/null)" = outflow ] && SOAKPID=$p; done
+  [ -n "$SOAKPID" ] || { echo "bench: $name: no outflow process in $CG" >&2; SOAK_RC=2; return; }
+  echo "  $name: ${SOAK_SECONDS}s at $SOAK_RATE msgs/s, sampled every ${SOAK_EVERY}s into $OUT/soak.csv"
+  "$TMP/latency" -to "127.0.0.1:$port" -listen "127.0.0.1:$LATPORT" -rate "$SOAK_RATE" \
+    -duration "${SOAK_SECONDS}s" -progress 1s -size "$S" -c "$C" -wait 120s \
+    >"$OUT/$name.latency.out" 2>"$OUT/$name.latency.log" &
+  local lpid=$!; pids+=("$lpid")
+  echo "t_s,delivered,goroutines,heap_inuse_mib,rss_mib" >"$OUT/soak.csv"
+  t0=$(date +%s)
+  while kill -0 "$lpid" 2>/dev/null; do
+    t=$(( $(date +%s) - t0 ))
+    if [ "$t" -ge "$next" ]; then
+      soaksample "$t"; next=$(( next + SOAK_EVERY ))
+      # Profiles after the first minute's warm-up and near the end of the load.
+      [ "$early" = 0 ] && [ "$t" -ge 60 ] && { soakprofiles early; early=1; }
+      [ "$late" = 0 ] && [ "$t" -ge $(( SOAK_SECONDS - SOAK_EVERY )) ] && { soakprofiles late; late=1; }
+    fi
+    sleep 1
+  done
+  wait "$lpid" || echo "bench: $name: latency tool failed: $(tail -1 "$OUT/$name.latency.log")" >&2
+  soaksample "$(( $(date +%s) - t0 ))" # after the drain: what the idle process keeps
+  peak=$(awk '/^VmHWM/{printf "%.1f", $2/1024}' "/proc/$SOAKPID/status")
+  line=$(cat "$OUT/$name.latency.out")
+  {
+    echo "soak: ${SOAK_SECONDS}s at $SOAK_RATE msgs/s, S=$S C=$C, $(nproc) CPUs, $(date -u +%FT%TZ)"
+    echo "uptime before: $SOAK_UPTIME"
+    echo "uptime after:  $(uptime)"
+    echo "latency: $line"
+    # The last row is the sample after the drain; the others were taken
+    # under load. First minute: those at 0 < t <= 60 (t = 0 is before the
+    # first message); last minute: those at t > SOAK_SECONDS - 60.
+    awk -F, -v T="$SOAK_SECONDS" -v peak="$peak" -v line="$line" '
+      NR > 2 && pt > 0 { n++; t[n] = pt; g[n] = pg; h[n] = ph; r[n] = pr }
+      NR > 1 { pt = $1; pg = $3; ph = $4; pr = $5 }
+      END { dg = pg; dh = ph; dr = pr }
+      function avg(a, from, to,   s, i) { for (i = from; i <= to; i++) s += a[i]; return s / (to - from + 1) }
+      function judge(what, f, l, tol,   ok) {
+        ok = l <= f * (1 + tol / 100)
+        printf "%-12s first minute %8.1f  last minute %8.1f  %+6.1f %%  (tolerance +%d %%)  %s\n", \
+          what, f, l, (f > 0 ? (l / f - 1) * 100 : 0), tol, ok ? "ok" : "GREW"
+        return ok
+      }
+      END {
+        if (n < 8) { print "soak: too few samples (" n ") to compare the first and last minute"; exit 2 }
+        fe = 0; while (fe < n && t[fe + 1] <= 60) fe++
+        ls = n; while (ls > 1 && t[ls - 1] > T - 60) ls--
+        ok = judge("goroutines", avg(g, 1, fe), avg(g, ls, n), 10)
+        ok = judge("heap_MiB", avg(h, 1, fe), avg(h, ls, n), 20) && ok
+        ok = judge("rss_MiB", avg(r, 1, fe), avg(r, ls, n), 20) && ok
+        rssok = peak < 1024
+        printf "peak RSS (VmHWM) %.1f MiB: %s the 1 GiB target\n", peak, rssok ? "under" : "OVER"
+        printf "after the drain: goroutines %s, heap %s MiB, rss %s MiB\n", dg, dh, dr
+        split(line, kv, " "); for (i in kv) { split(kv[i], p, "="); res[p[1]] = p[2] }
+        lost = (res["missing"] != 0 || res["accepted"] == 0)
+        printf "messages: accepted %s delivered %s missing %s failed %s; p50 %s ms p99 %s ms\n", \
+          res["accepted"], res["delivered"], res["missing"], res["failed"], res["p50_ms"], res["p99_ms"]
+        printf "verdict: %s\n", (lost ? "FAIL (messages missing)" : (ok && rssok ? "PASS" : "FAIL (growth or RSS)"))
+        exit lost ? 1 : (ok && rssok ? 0 : 3)
+      }' "$OUT/soak.csv" || true
+  } | tee "$OUT/soak.txt"
+  # The verdict, not awk's status: the block above runs in a subshell.
+  SOAK_RC=$(awk '/^verdict: PASS/{r = 0} /^verdict: FAIL \(messages/{r = 1} /^verdict: FAIL \(growth/{r = 3}
+    END {print (r == "" ? 2 : r)}' "$OUT/soak.txt")
+}
+
 make -s build
 go build -o "$TMP/latency" ./bench/latency
+if [ "$SOAK" = 1 ]; then
+  SOAK_UPTIME=$(uptime)
+  if [ -z "$SOAK_RATE" ]; then
+    # Half load: half of what a short throughput run (SOAK_N messages) of
+    # the same Outflow reaches on this machine now.
+    N=$SOAK_N; echo "bench: soak: measuring throughput with N=$N"
+    throughput run_outflow outflow-pre 1
+    SOAK_RATE=$(printf '%.1f' "$(echo "${RATE_outflow_pre:-0} / 2" | bc -l)")
+  fi
+  LATPORT=$(freeport); run_outflow outflow-soak 1 "$LATPORT" soak
+  exit "$SOAK_RC"
+fi
 echo "bench: N=$N S=$S C=$C, temp $TMP"
 for s in $SYSTEMS; do
   case $s in
