@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -73,19 +74,27 @@ func handle(ctx context.Context, sc Scorer, b *bus.Bus, log *slog.Logger, m jets
 		return
 	}
 	env.Verdict = &v
-	if err := b.PublishMessage(ctx, bus.SubjectClassified, env.ID, env, m.Data()); err != nil {
-		log.Warn("publish classified; will retry", "tenant", env.Tenant, "msg_id", env.ID, "err", err)
-		_ = m.NakWithDelay(time.Second)
-		return
-	}
 	event := &events.Event{
 		ID: env.ID + ".verdict", Type: events.TypeVerdict, Time: time.Now().UTC(),
 		Tenant: env.Tenant, MsgID: env.ID, Verdict: env.Verdict,
 	}
-	if err := b.PublishEvent(ctx, event); err != nil {
-		// The classified message is already stored under its id; a retry
-		// republishes it as a duplicate that JetStream drops.
-		log.Warn("publish verdict event; will retry", "tenant", env.Tenant, "msg_id", env.ID, "err", err)
+	// The two go to different streams, whose fsyncs overlap; waiting for
+	// one after the other doubled the time a message spends here. If
+	// either fails, a retry republishes both, and the one already stored
+	// is a duplicate that JetStream (by Nats-Msg-Id) or analytics (by
+	// event id) drops.
+	var evErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { evErr = b.PublishEvent(ctx, event) })
+	err = b.PublishMessage(ctx, bus.SubjectClassified, env.ID, env, m.Data())
+	wg.Wait()
+	if err != nil {
+		log.Warn("publish classified; will retry", "tenant", env.Tenant, "msg_id", env.ID, "err", err)
+		_ = m.NakWithDelay(time.Second)
+		return
+	}
+	if evErr != nil {
+		log.Warn("publish verdict event; will retry", "tenant", env.Tenant, "msg_id", env.ID, "err", evErr)
 		_ = m.NakWithDelay(time.Second)
 		return
 	}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -124,11 +125,6 @@ func route(ctx context.Context, pools pool.Set, dir *tenant.Directory, sl *suppr
 		return err
 	}
 	p, reason, jobs := plan(pools, dir, env)
-	for _, job := range jobs {
-		if err := b.PublishMessage(ctx, bus.OutboundSubject(p.Name), job.JobID(), job, m.Data()); err != nil {
-			return fmt.Errorf("route %s: %w", env.ID, err)
-		}
-	}
 	ev := &events.Event{
 		ID: env.ID + ".routed", Type: events.TypeRouted, Time: time.Now().UTC(),
 		Tenant: env.Tenant, MsgID: env.ID,
@@ -141,8 +137,19 @@ func route(ctx context.Context, pools pool.Set, dir *tenant.Directory, sl *suppr
 	if env.Verdict != nil {
 		ev.Routed.Verdict = *env.Verdict
 	}
-	if err := b.PublishEvent(ctx, ev); err != nil {
-		return err
+	// The jobs and the event are published at once and awaited together:
+	// one after the other, a message waited for as many fsyncs as it has
+	// publishes. A failure means a retry of all of them; what was already
+	// stored is dropped as a duplicate (Nats-Msg-Id, event id).
+	errs := make([]error, len(jobs)+1)
+	var wg sync.WaitGroup
+	for i, job := range jobs {
+		wg.Go(func() { errs[i] = b.PublishMessage(ctx, bus.OutboundSubject(p.Name), job.JobID(), job, m.Data()) })
+	}
+	errs[len(jobs)] = b.PublishEvent(ctx, ev)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("route %s: %w", env.ID, err)
 	}
 	return nil
 }
