@@ -121,7 +121,13 @@ func (w *world) publish(t *testing.T, env *envelope.Envelope, body []byte) {
 // TLS) are skipped.
 func (w *world) next(t *testing.T) *events.Delivery {
 	t.Helper()
-	timeout := time.After(15 * time.Second)
+	return w.nextWithin(t, 15*time.Second)
+}
+
+// nextWithin is next with its own patience.
+func (w *world) nextWithin(t *testing.T, d time.Duration) *events.Delivery {
+	t.Helper()
+	timeout := time.After(d)
 	for {
 		select {
 		case e := <-w.events:
@@ -133,7 +139,7 @@ func (w *world) next(t *testing.T) *events.Delivery {
 			}
 			return e.Delivery
 		case <-timeout:
-			t.Fatal("no delivery event within 15s")
+			t.Fatalf("no delivery event within %v", d)
 			return nil
 		}
 	}
@@ -388,7 +394,10 @@ func TestSender_WaitingRetriesDoNotBlockDueJobs(t *testing.T) {
 			Attempt: 1, NotBefore: later}, body)
 	}
 	w.publish(t, &envelope.Envelope{Tenant: "demo", From: "a@demo.example", Rcpts: []string{"b@example.net"}, Domain: "example.net"}, body)
-	if d := w.next(t); d.Domain != "example.net" || d.Rcpts[0].Outcome != events.OutcomeDelivered {
+	// One worker reschedules the 100 waiting jobs one after another, each an
+	// fsync'd publish: seconds on a quiet machine, more under CI's load.
+	// What matters is that the due job is delivered, not how fast.
+	if d := w.nextWithin(t, time.Minute); d.Domain != "example.net" || d.Rcpts[0].Outcome != events.OutcomeDelivered {
 		t.Errorf("event %+v, want example.net delivered", d)
 	}
 	eventually(t, "only the 100 waiting jobs left", func() bool { return w.outbound(t) == 100 })
