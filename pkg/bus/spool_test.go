@@ -16,7 +16,7 @@ import (
 	"github.com/outflowmail/outflow/pkg/natstest"
 )
 
-func streamMsgs(t *testing.T, b *Bus, name string) uint64 {
+func streamMsgs(t testing.TB, b *Bus, name string) uint64 {
 	t.Helper()
 	s, err := b.JS.Stream(context.Background(), name)
 	if err != nil {
