@@ -292,8 +292,9 @@ latphase() { LATPORT=$(freeport); "$@" "$LATPORT" latency; }
 SOAK=${SOAK:-0} SOAK_RATE=${SOAK_RATE:-} SOAK_SECONDS=${SOAK_SECONDS:-600} SOAK_EVERY=${SOAK_EVERY:-15}
 SOAK_N=${SOAK_N:-2000} SOAK_WARMUP=${SOAK_WARMUP:-120} SOAK_RC=0
 # soaksample T: one CSV row at T seconds into the run. mp is run_outflow's
-# local (bash scoping: soak runs inside it); SOAKPID is outflow's own pid
-# (run_outflow's opid is the subshell that started it).
+# local (bash scoping: soak runs inside it); SOAKPID is outflow's own pid,
+# found by its config file (run_outflow's opid is the subshell that ran
+# incg, and killing it leaves outflow running: see soakreap).
 soaksample() {
   local t=$1 d g h r
   d=$(sed -n 's/.*msg=progress delivered=\([0-9]*\).*/\1/p' "$OUT/$SOAKNAME.latency.log" | tail -1)
@@ -309,11 +310,22 @@ soakprofiles() {
   curl -s --max-time 10 -o "$OUT/soak.heap.$1.pprof" "http://127.0.0.1:$mp/debug/pprof/heap" || true
   curl -s --max-time 10 -o "$OUT/soak.goroutine.$1.pprof" "http://127.0.0.1:$mp/debug/pprof/goroutine" || true
 }
+# soakreap: run_outflow's kill reaches only the subshell that started
+# outflow, so the measuring run's outflow would idle on in the cgroup
+# through the soak; stop it (SIGTERM, then wait up to 10 s).
+soakreap() {
+  local p left
+  for p in $(cat "$CG/cgroup.procs"); do kill -TERM "$p" 2>/dev/null || true; done
+  for _ in $(seq 100); do left=$(cat "$CG/cgroup.procs"); [ -z "$left" ] && return; sleep 0.1; done
+  echo "bench: soak: still in $CG after SIGTERM: $left" >&2
+}
 # soak NAME PORT: the load tool runs for SOAK_SECONDS while this samples.
 soak() {
   local name=$1 port=$2 t0 t next=0 early=0 late=0 line peak
   SOAKNAME=$name SOAKPID=
-  for p in $(cat "$CG/cgroup.procs"); do [ "$(cat "/proc/$p/comm" 2>/dev/null)" = outflow ] && SOAKPID=$p; done
+  for p in $(cat "$CG/cgroup.procs"); do
+    grep -qF "$o/outflow.yaml" "/proc/$p/cmdline" 2>/dev/null && SOAKPID=$p
+  done
   [ -n "$SOAKPID" ] || { echo "bench: $name: no outflow process in $CG" >&2; SOAK_RC=2; return; }
   echo "  $name: ${SOAK_SECONDS}s at $SOAK_RATE msgs/s, sampled every ${SOAK_EVERY}s into $OUT/soak.csv"
   "$TMP/latency" -to "127.0.0.1:$port" -listen "127.0.0.1:$LATPORT" -rate "$SOAK_RATE" \
@@ -392,6 +404,7 @@ if [ "$SOAK" = 1 ]; then
     # the same Outflow reaches on this machine now.
     N=$SOAK_N; echo "bench: soak: measuring throughput with N=$N"
     throughput run_outflow outflow-pre 1
+    soakreap
     SOAK_RATE=$(printf '%.1f' "$(echo "${RATE_outflow_pre:-0} / 2" | bc -l)")
   fi
   LATPORT=$(freeport); run_outflow outflow-soak 1 "$LATPORT" soak
