@@ -29,7 +29,7 @@
 # a 15 s CPU profile and a goroutine dump of each Outflow run in OUT,
 # LATENCY (1), LAT_N. SOAK=1 (make soak) runs the soak mode instead (see
 # soak below): SOAK_RATE (default half of a SOAK_N=2000 throughput run),
-# SOAK_SECONDS (600), SOAK_EVERY (15), SOAK_WARMUP (120).
+# SOAK_SECONDS (600), SOAK_EVERY (15), SOAK_WARMUP (240).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -284,13 +284,14 @@ latphase() { LATPORT=$(freeport); "$@" "$LATPORT" latency; }
 # at SOAK_RATE msgs/s for SOAK_SECONDS. Every SOAK_EVERY seconds it samples
 # Outflow's goroutines and HeapInuse (pprof on its metrics listener) and the
 # process's VmRSS into OUT/soak.csv, then compares the minute after the
-# warm-up (SOAK_WARMUP, 120 s: JetStream's duplicates window, whose msg-id
-# map fills for that long) with the last minute, and exits non-zero when a
+# warm-up (SOAK_WARMUP, 240 s: JetStream's duplicates window fills its
+# msg-id map for 2 minutes, and nats-server's block caches and buffer pools
+# kept growing to about 4 minutes at 119 msgs/s) with the last minute, and exits non-zero when a
 # message went missing or something grew. HeapInuse is read after a forced
 # GC (pprof's gc=1), so it is the live heap, not a point on the GC sawtooth
 # (between collections it swings up to 2x at GOGC=100).
 SOAK=${SOAK:-0} SOAK_RATE=${SOAK_RATE:-} SOAK_SECONDS=${SOAK_SECONDS:-600} SOAK_EVERY=${SOAK_EVERY:-15}
-SOAK_N=${SOAK_N:-2000} SOAK_WARMUP=${SOAK_WARMUP:-120} SOAK_RC=0
+SOAK_N=${SOAK_N:-2000} SOAK_WARMUP=${SOAK_WARMUP:-240} SOAK_RC=0
 # soaksample T: one CSV row at T seconds into the run. mp is run_outflow's
 # local (bash scoping: soak runs inside it); SOAKPID is outflow's own pid,
 # found by its config file (run_outflow's opid is the subshell that ran
