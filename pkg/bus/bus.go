@@ -213,7 +213,7 @@ func (b *Bus) declareOnce(ctx context.Context) error {
 	streams := []jetstream.StreamConfig{
 		spool(work(StreamSubmitted, SubjectSubmitted)),
 		spool(work(StreamClassified, SubjectClassified)),
-		spool(outbound),
+		outbound,
 		work(StreamFeedback, SubjectFeedback+".>"),
 		{
 			Name:     StreamEvents,
