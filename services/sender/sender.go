@@ -123,6 +123,14 @@ func RunWith(ctx context.Context, cfg Config, pools pool.Set, b *bus.Bus, log *s
 	}
 	// Idle connections say QUIT once every worker has finished.
 	defer s.d.Close()
+	s.done = newHandled()
+	if n, err := s.done.load(ctx, b, s.now()); err != nil {
+		// Without the memory a repeat after a crash is sent again, which
+		// at-least-once allows; not a reason to stop sending.
+		log.Warn("recent deliveries not loaded; a job repeated after a crash may be sent twice", "err", err)
+	} else {
+		log.Debug("recent deliveries loaded", "jobs", n)
+	}
 
 	// One consumer per pool, so that a pool's backlog never waits behind
 	// another's; if one fails to start, stop them all.
@@ -185,6 +193,7 @@ type sender struct {
 	id   *identity // DKIM, VERP, Feedback-ID (identity.go)
 	// policies, when set, hold a suspended tenant's jobs.
 	policies Policies
+	done     *handled // jobs whose attempt is recorded (handled.go)
 }
 
 // Delays of naks when the bus itself fails; the job is retried, not lost.
@@ -221,6 +230,13 @@ func (s *sender) handle(ctx context.Context, p pool.Pool, m jetstream.Msg, log *
 		return
 	}
 	log = log.With("tenant", env.Tenant, "msg_id", env.ID, "domain", env.Domain, "attempt", env.Attempt+1)
+	if s.done.has(deliveryEventID(env)) {
+		log.Info("delivery job already handled (its delivery event is stored); acknowledging the repeat")
+		if err := m.DoubleAck(ctx); err != nil {
+			log.Warn("ack repeated job", "err", err)
+		}
+		return
+	}
 	start := s.now()
 	if wait := env.NotBefore.Sub(start); wait > 0 {
 		s.wait(ctx, p, m, env, log)
@@ -350,6 +366,11 @@ func (s *sender) store(ctx context.Context, m jetstream.Msg, p pool.Pool, env *e
 	if err := s.b.PublishEvent(ctx, ev); err != nil {
 		return err
 	}
+	if pl.final() {
+		// A job with deferred recipients is not remembered: if its retry
+		// was not stored before a crash, handling it again stores it.
+		s.done.add(ev.ID, s.now())
+	}
 	if !pl.final() {
 		retry := env.Clone()
 		retry.Rcpts = pl.retry
@@ -369,12 +390,15 @@ func (s *sender) store(ctx context.Context, m jetstream.Msg, p pool.Pool, env *e
 	return nil
 }
 
+// deliveryEventID is the id of the event of a job's attempt.
+func deliveryEventID(env *envelope.Envelope) string { return env.JobID() + ".delivery" }
+
 // deliveryEvent reports one attempt. Its id is the job id's (which carries
 // the attempt number), so a repeated publish of the same attempt is stored
 // once.
 func deliveryEvent(env *envelope.Envelope, poolName string, res delivery.Result, pl plan, start, end time.Time) *events.Event {
 	return &events.Event{
-		ID: env.JobID() + ".delivery", Type: events.TypeDelivery, Time: end.UTC(),
+		ID: deliveryEventID(env), Type: events.TypeDelivery, Time: end.UTC(),
 		Tenant: env.Tenant, MsgID: env.ID,
 		Delivery: &events.Delivery{
 			Domain: env.Domain, Pool: poolName, SourceIP: res.Source.Address, MX: res.MX,
