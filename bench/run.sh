@@ -69,7 +69,12 @@ freeport() { /usr/bin/python3 -c 'import socket;s=socket.socket();s.bind(("127.0
 waitport() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
   echo "bench: nothing listens on port $1" >&2; return 1; }
 # incg CMD...: run CMD inside the system's cgroup (its children stay there).
-incg() { sh -c 'echo $$ > "$0/cgroup.procs"; exec "$@"' "$CG" "$@"; }
+# A daemon started in the background goes through `sh -c "$INCG" "$CG" CMD &`
+# instead, so that $! is CMD's own pid: a backgrounded shell function runs
+# in a subshell, and killing that subshell's pid left CMD running (an idle
+# Outflow stayed in the cgroup and counted in the next system's figures).
+INCG='echo $$ > "$0/cgroup.procs"; exec "$@"'
+incg() { sh -c "$INCG" "$CG" "$@"; }
 cgcpu() { awk '{printf "%.2f", $1/1e9}' "$CG/cpuacct.usage"; }
 cgrss() { local t=0 p r; for p in $(cat "$CG/cgroup.procs"); do
   r=$(awk '/^VmRSS/{print $2}' "/proc/$p/status" 2>/dev/null || true); t=$((t + ${r:-0})); done; echo $t; }
@@ -173,7 +178,7 @@ PidFile $k/opendkim.pid
 UserID opendkim
 RequireSafeKeys no
 CF
-  incg opendkim -f -x "$k/opendkim.conf" >"$OUT/$name.opendkim.log" 2>&1 &
+  sh -c "$INCG" "$CG" opendkim -f -x "$k/opendkim.conf" >"$OUT/$name.opendkim.log" 2>&1 &
   local dpid=$!; pids+=("$dpid"); waitport "$mp"
   run_postfix "$name" "smtpd_milters = inet:127.0.0.1:$mp
 non_smtpd_milters = \$smtpd_milters
@@ -240,7 +245,7 @@ analytics:
   reputation: {enabled: false}
 metrics: {listen: "127.0.0.1:$mp", pprof: true}
 CF
-  incg "$ROOT/bin/outflow" all -config "$o/outflow.yaml" >"$OUT/$name.outflow.log" 2>&1 &
+  sh -c "$INCG" "$CG" "$ROOT/bin/outflow" all -config "$o/outflow.yaml" >"$OUT/$name.outflow.log" 2>&1 &
   local opid=$!; pids+=("$opid"); waitport "$port"
   if [ "${PROFILE:-0}" = 1 ]; then
     # A CPU profile and a goroutine dump from the middle of the run.
