@@ -43,7 +43,8 @@ func purges(c Consumer) (subject string, ok bool) {
 // PurgeInterval is how often a spool's consumer purges what it acknowledged.
 const PurgeInterval = time.Second
 
-// errOldSpool: retrying the declaration cannot help.
+// errOldSpool: a stream in another version's layout still holds mail;
+// retrying the declaration cannot help.
 var errOldSpool = errors.New("spool in an earlier layout")
 
 func spool(c jetstream.StreamConfig) jetstream.StreamConfig {
@@ -51,17 +52,17 @@ func spool(c jetstream.StreamConfig) jetstream.StreamConfig {
 	return c
 }
 
-// declareStream creates or updates a stream. A spool left in the work-queue
-// layout by an earlier version cannot be updated in place (JetStream does not
-// change a work queue's retention): an empty one is recreated, one holding
-// messages is an error that says what to do, since deleting it would lose
-// mail.
+// declareStream creates or updates a stream. A stream left with another
+// retention by another version (a spool that was a work queue, or the
+// reverse) cannot be updated in place, since JetStream does not change a
+// work queue's retention: an empty one is recreated, one holding messages
+// is an error that says what to do, since deleting it would lose mail.
 func (b *Bus) declareStream(ctx context.Context, sc jetstream.StreamConfig) error {
 	_, err := b.JS.CreateOrUpdateStream(ctx, sc)
 	if err == nil {
 		return nil
 	}
-	if !spoolStreams[sc.Name] || !strings.Contains(err.Error(), "retention") {
+	if !strings.Contains(err.Error(), "retention") {
 		return fmt.Errorf("stream %s: %w", sc.Name, err)
 	}
 	s, ierr := b.JS.Stream(ctx, sc.Name)
@@ -72,8 +73,11 @@ func (b *Bus) declareStream(ctx context.Context, sc jetstream.StreamConfig) erro
 	if ierr != nil {
 		return fmt.Errorf("stream %s: %w", sc.Name, errors.Join(err, ierr))
 	}
-	if info.Config.Retention != jetstream.WorkQueuePolicy || info.State.Msgs > 0 {
-		return fmt.Errorf("stream %s was created with %s retention by an earlier Outflow and still holds %d messages; "+
+	if info.Config.Retention == sc.Retention {
+		return fmt.Errorf("stream %s: %w", sc.Name, err)
+	}
+	if info.State.Msgs > 0 {
+		return fmt.Errorf("stream %s was created with %s retention by another Outflow version and still holds %d messages; "+
 			"run that version until the stream is empty, then start this one (it recreates the stream): %w",
 			sc.Name, info.Config.Retention, info.State.Msgs, errors.Join(errOldSpool, err))
 	}

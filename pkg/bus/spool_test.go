@@ -80,12 +80,24 @@ func TestSpool_PurgedUpToAckFloor(t *testing.T) {
 	}
 }
 
-// TestDeclare_OldWorkQueueSpool: an empty spool left as a work queue by an
-// earlier version is recreated; one that holds mail stops the start with an
-// error that says so, and the mail stays.
-func TestDeclare_OldWorkQueueSpool(t *testing.T) {
-	for _, withMail := range []bool{false, true} {
-		t.Run(fmt.Sprint("mail=", withMail), func(t *testing.T) {
+// TestDeclare_StreamInAnotherLayout: a stream left with another retention
+// by another version (a spool that was a work queue, OUTBOUND after it was
+// briefly a spool) is recreated when empty; one that holds mail stops the
+// start with an error that says so, and the mail stays.
+func TestDeclare_StreamInAnotherLayout(t *testing.T) {
+	tests := []struct {
+		name      string
+		stream    string
+		subject   string
+		old, want jetstream.RetentionPolicy
+		withMail  bool
+	}{
+		{"empty work-queue spool", StreamSubmitted, SubjectSubmitted, jetstream.WorkQueuePolicy, jetstream.LimitsPolicy, false},
+		{"work-queue spool with mail", StreamSubmitted, SubjectSubmitted, jetstream.WorkQueuePolicy, jetstream.LimitsPolicy, true},
+		{"empty outbound with limits", StreamOutbound, SubjectOutbound + ".>", jetstream.LimitsPolicy, jetstream.WorkQueuePolicy, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
 			ns := natstest.Start(t)
 			nc, err := nats.Connect(ns.ClientURL())
 			if err != nil {
@@ -97,13 +109,13 @@ func TestDeclare_OldWorkQueueSpool(t *testing.T) {
 				t.Fatal(err)
 			}
 			ctx := context.Background()
-			s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: StreamSubmitted, Subjects: []string{SubjectSubmitted},
-				Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage})
+			s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: tt.stream, Subjects: []string{tt.subject},
+				Retention: tt.old, Storage: jetstream.FileStorage})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if withMail {
-				if _, err := js.Publish(ctx, SubjectSubmitted, []byte("queued mail")); err != nil {
+			if tt.withMail {
+				if _, err := js.Publish(ctx, tt.subject, []byte("queued mail")); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -112,7 +124,7 @@ func TestDeclare_OldWorkQueueSpool(t *testing.T) {
 			cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 			defer cancel()
 			b, err := Connect(cctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-			if withMail {
+			if tt.withMail {
 				if err == nil || !strings.Contains(err.Error(), "still holds 1 messages") || cctx.Err() != nil {
 					t.Fatalf("Connect = %v, want an immediate error about the queued mail", err)
 				}
@@ -130,8 +142,8 @@ func TestDeclare_OldWorkQueueSpool(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if info.Config.Retention != jetstream.LimitsPolicy {
-				t.Errorf("retention = %v, want limits", info.Config.Retention)
+			if info.Config.Retention != tt.want {
+				t.Errorf("retention = %v, want %v", info.Config.Retention, tt.want)
 			}
 		})
 	}
