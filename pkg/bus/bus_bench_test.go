@@ -12,18 +12,14 @@ import (
 
 	"github.com/outflowmail/outflow/pkg/envelope"
 	"github.com/outflowmail/outflow/pkg/events"
-	"github.com/outflowmail/outflow/pkg/natsserver"
+	"github.com/outflowmail/outflow/pkg/natstest"
 )
 
 // connectDurable is connect with JetStream fsyncing every write, as in
 // production.
 func connectDurable(b *testing.B) *Bus {
 	b.Helper()
-	ns, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:0", StoreDir: b.TempDir(), SyncAlways: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(ns.Shutdown)
+	ns := natstest.StartSync(b, true)
 	cfg := DefaultConfig()
 	cfg.URL = ns.ClientURL()
 	bb, err := Connect(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))

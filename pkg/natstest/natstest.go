@@ -18,11 +18,24 @@ func Start(tb testing.TB) *server.Server {
 	return StartDir(tb, tb.TempDir())
 }
 
+// StartSync is Start with JetStream's sync_always as given (an fsync
+// before every ack, as production runs it), for benchmarks that compare
+// the two.
+func StartSync(tb testing.TB, syncAlways bool) *server.Server {
+	tb.Helper()
+	return start(tb, natsserver.Config{Listen: "127.0.0.1:0", StoreDir: tb.TempDir(), SyncAlways: syncAlways})
+}
+
 // StartDir is Start with a given store directory, so a test can restart a
 // server on the same data.
 func StartDir(tb testing.TB, dir string) *server.Server {
 	tb.Helper()
-	s, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:0", StoreDir: dir})
+	return start(tb, natsserver.Config{Listen: "127.0.0.1:0", StoreDir: dir})
+}
+
+func start(tb testing.TB, cfg natsserver.Config) *server.Server {
+	tb.Helper()
+	s, err := natsserver.Start(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

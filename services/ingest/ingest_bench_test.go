@@ -13,7 +13,7 @@ import (
 
 	"github.com/outflowmail/outflow/pkg/bus"
 	"github.com/outflowmail/outflow/pkg/bustest"
-	"github.com/outflowmail/outflow/pkg/natsserver"
+	"github.com/outflowmail/outflow/pkg/natstest"
 	"github.com/outflowmail/outflow/pkg/tenant"
 )
 
@@ -41,14 +41,7 @@ type benchIngest struct {
 
 func startBenchIngest(b *testing.B, syncAlways bool) *benchIngest {
 	b.Helper()
-	ns, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:0", StoreDir: b.TempDir(), SyncAlways: syncAlways})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
+	ns := natstest.StartSync(b, syncAlways)
 	log := slog.New(slog.DiscardHandler)
 	bs := bustest.ConnectTo(b, ns.ClientURL(), log)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -14,7 +14,7 @@ import (
 	"github.com/outflowmail/outflow/pkg/bustest"
 	"github.com/outflowmail/outflow/pkg/envelope"
 	"github.com/outflowmail/outflow/pkg/events"
-	"github.com/outflowmail/outflow/pkg/natsserver"
+	"github.com/outflowmail/outflow/pkg/natstest"
 	"github.com/outflowmail/outflow/pkg/suppression"
 	"github.com/outflowmail/outflow/pkg/tenant"
 )
@@ -35,11 +35,7 @@ func startRouteWorld(b *testing.B, syncAlways bool) *routeWorld {
 	b.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.DiscardHandler)
-	ns, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:0", StoreDir: b.TempDir(), SyncAlways: syncAlways})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ns := natstest.StartSync(b, syncAlways)
 	bs := bustest.ConnectTo(b, ns.ClientURL(), log)
 
 	store := tenant.Store{Tenants: bs.Tenants, Policy: bs.Policy}
