@@ -181,7 +181,7 @@ func (b *Bus) declare(ctx context.Context) error {
 	// start first.
 	for {
 		err = b.declareOnce(ctx)
-		if err == nil || errors.Is(err, errOldSpool) {
+		if err == nil || errors.Is(err, errOtherLayout) {
 			return err
 		}
 		b.log.Warn("declare jetstream resources; retrying", "err", err)

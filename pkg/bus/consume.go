@@ -73,8 +73,9 @@ func (b *Bus) Consume(ctx context.Context, c Consumer, log *slog.Logger, h Handl
 	// Workers see a context that outlives ctx, so that draining completes.
 	workCtx := context.WithoutCancel(ctx)
 	var wg sync.WaitGroup
-	if subject, ok := purges(c); ok {
-		wg.Go(func() { b.purgeSpool(ctx, c.Stream, subject, cons, log) })
+	if spoolStreams[c.Stream] {
+		// A filtered consumer purges only the subject it reads.
+		wg.Go(func() { b.purgeSpool(ctx, c.Stream, c.FilterSubject, cons, log) })
 	}
 	for range c.Workers {
 		wg.Add(1)

@@ -34,18 +34,12 @@ import (
 // message schedules, which a purge by sequence alone would remove.
 var spoolStreams = map[string]bool{StreamSubmitted: true, StreamClassified: true}
 
-// purges reports whether the consumer c purges its stream, and by which
-// subject ("" for all; a filtered consumer purges only what it reads).
-func purges(c Consumer) (subject string, ok bool) {
-	return c.FilterSubject, spoolStreams[c.Stream]
-}
-
 // PurgeInterval is how often a spool's consumer purges what it acknowledged.
 const PurgeInterval = time.Second
 
-// errOldSpool: a stream in another version's layout still holds mail;
+// errOtherLayout: a stream in another version's layout still holds mail;
 // retrying the declaration cannot help.
-var errOldSpool = errors.New("spool in an earlier layout")
+var errOtherLayout = errors.New("stream in another version's layout")
 
 func spool(c jetstream.StreamConfig) jetstream.StreamConfig {
 	c.Retention = jetstream.LimitsPolicy
@@ -79,12 +73,12 @@ func (b *Bus) declareStream(ctx context.Context, sc jetstream.StreamConfig) erro
 	if info.State.Msgs > 0 {
 		return fmt.Errorf("stream %s was created with %s retention by another Outflow version and still holds %d messages; "+
 			"run that version until the stream is empty, then start this one (it recreates the stream): %w",
-			sc.Name, info.Config.Retention, info.State.Msgs, errors.Join(errOldSpool, err))
+			sc.Name, info.Config.Retention, info.State.Msgs, errors.Join(errOtherLayout, err))
 	}
 	b.log.Info("recreating empty stream with its new retention", "stream", sc.Name,
 		"from", info.Config.Retention.String(), "to", sc.Retention.String())
 	if err := b.JS.DeleteStream(ctx, sc.Name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("stream %s: delete the empty work queue: %w", sc.Name, err)
+		return fmt.Errorf("stream %s: delete it to recreate it: %w", sc.Name, err)
 	}
 	if _, err := b.JS.CreateStream(ctx, sc); err != nil {
 		return fmt.Errorf("stream %s: %w", sc.Name, err)

@@ -366,12 +366,11 @@ func (s *sender) store(ctx context.Context, m jetstream.Msg, p pool.Pool, env *e
 	if err := s.b.PublishEvent(ctx, ev); err != nil {
 		return err
 	}
+	// Only a finished job is remembered (handled.go): if a deferred one's
+	// retry was not stored before a crash, handling it again stores it.
 	if pl.final() {
-		// A job with deferred recipients is not remembered: if its retry
-		// was not stored before a crash, handling it again stores it.
 		s.done.add(ev.ID, s.now())
-	}
-	if !pl.final() {
+	} else {
 		retry := env.Clone()
 		retry.Rcpts = pl.retry
 		retry.Attempt++
