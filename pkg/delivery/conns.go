@@ -136,6 +136,39 @@ func (p *connPool) closeIdleOf(src netip.Addr, site string, addr netip.AddrPort)
 	return true
 }
 
+// closeIdleFor closes every idle session from src toward site and returns
+// how many it closed.
+func (p *connPool) closeIdleFor(src netip.Addr, site string) int {
+	p.mu.Lock()
+	var victims []*session
+	for k, l := range p.idle {
+		if k.src != src {
+			continue
+		}
+		kept := l[:0]
+		for _, s := range l {
+			if s.site == site {
+				victims = append(victims, s)
+			} else {
+				kept = append(kept, s)
+			}
+		}
+		if len(kept) == 0 {
+			delete(p.idle, k)
+		} else {
+			p.idle[k] = kept
+		}
+	}
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range victims {
+		s.timer.Stop()
+		wg.Go(func() { s.end(p, true) })
+	}
+	wg.Wait()
+	return len(victims)
+}
+
 // acquireLocal takes a connection slot for (src, site) within this process.
 func (p *connPool) acquireLocal(src netip.Addr, site string, limit int) (func(), bool) {
 	p.mu.Lock()

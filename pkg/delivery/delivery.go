@@ -214,7 +214,30 @@ func New(opts Options) *Deliverer {
 	opts.Limits = opts.Limits.withDefaults()
 	d := &Deliverer{opts: opts}
 	d.conns.init()
+	if w, ok := opts.Shaper.(waitingNotifier); ok {
+		w.OnWaiting(d.yieldIdle)
+	}
 	return d
+}
+
+// waitingNotifier is a Shaper shared by several processes that says when
+// another process waits for a connection slot of (src, site) (pkg/shaping's
+// OnWaiting).
+type waitingNotifier interface {
+	OnWaiting(func(src, site string))
+}
+
+// yieldIdle closes this process's idle connections from src toward site,
+// so that their slots go to another process that waits for one: an idle
+// connection would otherwise hold its slot until its idle timeout.
+func (d *Deliverer) yieldIdle(src, site string) {
+	a, err := netip.ParseAddr(src)
+	if err != nil {
+		return
+	}
+	if n := d.conns.closeIdleFor(a, site); n > 0 {
+		d.opts.Log.Debug("closed idle connections for another sender waiting for a slot", "source_ip", src, "site", site, "closed", n)
+	}
 }
 
 // Deliver makes one attempt to deliver job. It tries the domain's hosts in

@@ -2,7 +2,9 @@ package shaping
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -73,7 +75,79 @@ func (s *Shaper) AcquireConn(ctx context.Context, src, site string) (func(), err
 		var once sync.Once
 		return func() { once.Do(func() { s.releaseSlot(key) }) }, nil
 	}
+	s.sayWaiting(ctx, src, site, keys, now)
 	return nil, &busyError{src: src, site: site, open: limit}
+}
+
+// Waiting. A slot stays taken while its connection is idle (up to the idle
+// timeout, 30 s by default), which is right for one process, since its own
+// jobs reuse the connection, but starves another process that has mail for
+// the pair and finds every slot taken: its jobs would wait, then defer,
+// while the connections that hold the slots carry nothing. So a process
+// that found no free slot among other processes' says so under
+// want.<ip>.<site> (at most once per waitingEvery, with that TTL), and
+// every other process closes its idle connections of the pair
+// (OnWaiting); the slots they free go to whoever asks next. Connections in
+// use are never closed for it.
+
+// waitingEvery bounds how often a process says it waits for a pair (and is
+// the TTL of the word): under load every worker asks many times a second.
+const waitingEvery = time.Second
+
+// waiting is the value of a want key.
+type waiting struct {
+	Sender string `json:"sender"`
+	Src    string `json:"src"`
+	Site   string `json:"site"`
+}
+
+// OnWaiting registers f, called (on a goroutine of its own) with the
+// (source IP, site) of each word from another process that waits for a
+// connection slot of that pair; pkg/delivery closes its idle connections of
+// the pair in f.
+func (s *Shaper) OnWaiting(f func(src, site string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onWaiting = append(s.onWaiting, f)
+}
+
+// sayWaiting writes the pair's want key, unless this process did less than
+// waitingEvery ago. A failed write is only logged: the slots come back at
+// the holders' idle timeout anyway.
+func (s *Shaper) sayWaiting(ctx context.Context, src, site string, k *pairKeys, now time.Time) {
+	s.mu.Lock()
+	if now.Sub(s.saidWaiting[k.want]) < waitingEvery {
+		s.mu.Unlock()
+		return
+	}
+	if len(s.saidWaiting) >= maxKeys {
+		clear(s.saidWaiting)
+	}
+	s.saidWaiting[k.want] = now
+	s.mu.Unlock()
+	v, err := json.Marshal(waiting{Sender: s.sender, Src: src, Site: site})
+	if err == nil {
+		err = s.putTTL(ctx, k.want, v, waitingEvery)
+	}
+	if err != nil {
+		s.log.Debug("say waiting for a connection slot", "key", k.want, "err", err)
+	}
+}
+
+// heardWaiting passes another process's want to the OnWaiting functions.
+// Called from the watch, with s.mu not held: closing a connection releases
+// its slot, which takes s.mu.
+func (s *Shaper) heardWaiting(value []byte) {
+	var w waiting
+	if json.Unmarshal(value, &w) != nil || w.Sender == s.sender {
+		return
+	}
+	s.mu.Lock()
+	fs := slices.Clone(s.onWaiting)
+	s.mu.Unlock()
+	for _, f := range fs {
+		s.wg.Go(func() { f(w.Src, w.Site) })
+	}
 }
 
 // busyError is delivery.ErrBusy with its (source IP, site). It is what

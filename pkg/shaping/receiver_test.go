@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/outflowmail/outflow/pkg/delivery"
+	"github.com/outflowmail/outflow/pkg/pool"
 )
 
 // countingReceiver is a Go SMTP server that counts the sessions open at
@@ -160,5 +161,57 @@ func TestReceiverSeesNoMoreThanLimit(t *testing.T) {
 	}
 	if rcv.peak.Load() < 2 || busy.Load() == 0 {
 		t.Fatalf("peak %d, busy %d: the senders never competed for slots, the test proves nothing", rcv.peak.Load(), busy.Load())
+	}
+}
+
+// TestIdleConnectionsYieldToAnotherProcess: process a delivers one message
+// and keeps its connection idle, holding the pair's only slot; process b
+// then has a message for the same pair. a closes its idle connection
+// because b waits, and b delivers long before a's idle timeout (1 min) and
+// before its own slot wait (10 s) runs out. The receiver never has two
+// sessions open at once.
+func TestIdleConnectionsYieldToAnotherProcess(t *testing.T) {
+	srv := startNATS(t)
+	rcv := startCountingReceiver(t)
+	cfg := DefaultConfig()
+	cfg.Defaults.MaxConnections = intp(1)
+	idle := time.Minute
+	cfg.Defaults.IdleTimeout = &idle
+	deliverer := func(name string) *delivery.Deliverer {
+		d := delivery.New(delivery.Options{
+			Transports: map[string]string{"count.test": rcv.addr},
+			Shaper:     startProc(t, srv, Options{Config: cfg, Sender: name}).shaper,
+		})
+		t.Cleanup(d.Close)
+		return d
+	}
+	a, b := deliverer("a"), deliverer("b")
+	job := delivery.Job{
+		Domain: "count.test", From: "a@driver.test", Rcpts: []string{"u@count.test"},
+		Body:    []byte("From: a@driver.test\r\nSubject: x\r\n\r\nx\r\n"),
+		Sources: []pool.IP{{Address: "127.0.0.2", EHLO: "out.driver.test"}},
+	}
+	ctx := context.Background()
+	if err := a.Deliver(ctx, job).Rcpts[0].Err; err != nil {
+		t.Fatalf("a: %v", err)
+	}
+	if n := rcv.open.Load(); n != 1 {
+		t.Fatalf("%d sessions open after a's delivery, want a's idle one", n)
+	}
+	start := time.Now()
+	res := b.Deliver(ctx, job)
+	took := time.Since(start)
+	if err := res.Rcpts[0].Err; err != nil {
+		t.Fatalf("b, after %v: %v", took.Round(time.Millisecond), err)
+	}
+	t.Logf("b delivered after %v", took.Round(time.Millisecond))
+	if took > 5*time.Second {
+		t.Errorf("b waited %v for a's idle connection's slot, want a few hundred ms", took.Round(time.Millisecond))
+	}
+	if p := rcv.peak.Load(); p > 1 {
+		t.Errorf("receiver saw %d sessions at once, limit 1", p)
+	}
+	if n := rcv.messages.Load(); n != 2 {
+		t.Errorf("receiver got %d messages, want 2", n)
 	}
 }

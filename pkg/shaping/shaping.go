@@ -78,6 +78,10 @@ type Shaper struct {
 	// those, while they are fresher than a lease (a holder rewrites its
 	// slot every third of one).
 	slots map[string]time.Time
+	// saidWaiting is when this process last wrote each want key;
+	// onWaiting are told of other processes' (conns.go, Waiting).
+	saidWaiting map[string]time.Time
+	onWaiting   []func(src, site string)
 
 	// keysMu guards the caches of what every job and message would
 	// otherwise build again: keys per pair, and sites per domain and MX set
@@ -126,6 +130,8 @@ func New(ctx context.Context, opts Options) (*Shaper, error) {
 		buckets:  map[string]*tokens{},
 		heldN:    map[string]int{},
 		slots:    map[string]time.Time{},
+
+		saidWaiting: map[string]time.Time{},
 	}
 	if s.lease == 0 {
 		s.lease = DefaultConfig().ConnLease
@@ -207,6 +213,7 @@ type pairKeys struct {
 	own, all    string // backoff of the IP, and of every IP, toward the site
 	rate, rateh string
 	conn        string // prefix of the connection slots
+	want        string // a process waits for a slot (conns.go, Waiting)
 	warm        string // prefix of the warm-up counters (the day follows)
 
 	mu    sync.Mutex
@@ -242,6 +249,7 @@ func (s *Shaper) keysOf(src, site string) *pairKeys {
 		rate:  "rate." + it + "." + st,
 		rateh: "rateh." + it + "." + st,
 		conn:  "conn." + it + "." + st + ".",
+		want:  "want." + it + "." + st,
 		warm:  "warm." + it + "." + st + ".",
 	}
 	s.keysMu.Lock()

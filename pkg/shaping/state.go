@@ -15,6 +15,7 @@ import (
 // BucketName is the KV bucket holding the shared shaping state:
 //
 //	conn.<ip>.<site>.<slot>     a taken connection slot (per-key TTL: the lease)
+//	want.<ip>.<site>            a process waits for a slot of the pair (TTL 1 s)
 //	rate.<ip>.<site>            theoretical arrival time of the per-second rate (GCRA)
 //	rateh.<ip>.<site>           the same for the per-hour rate
 //	backoff.<ip|_all>.<site>    a backoff action in force (TTL: its duration)
@@ -149,10 +150,10 @@ func isConflict(err error) bool {
 }
 
 // startWatch loads the backoff, warm-up, blocklist and connection slot
-// state and keeps it current, so that Sources, AllowMessage and (mostly)
+// state and keeps it current, hears other processes wait for slots, so that Sources, AllowMessage and (mostly)
 // AcquireConn answer from memory.
 func (s *Shaper) startWatch(ctx, run context.Context) error {
-	w, err := s.kv.WatchFiltered(run, []string{"backoff.>", "warm.>", "dnsbl.>", "conn.>"})
+	w, err := s.kv.WatchFiltered(run, []string{"backoff.>", "warm.>", "dnsbl.>", "conn.>", "want.>"})
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", BucketName, err)
 	}
@@ -185,6 +186,12 @@ func (s *Shaper) startWatch(ctx, run context.Context) error {
 func (s *Shaper) apply(e jetstream.KeyValueEntry) {
 	key := e.Key()
 	gone := e.Operation() != jetstream.KeyValuePut
+	if strings.HasPrefix(key, "want.") {
+		if !gone {
+			s.heardWaiting(e.Value())
+		}
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
