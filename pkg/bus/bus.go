@@ -119,6 +119,9 @@ type Bus struct {
 
 	evMu     sync.Mutex
 	evQueues map[string]*eventQueue // by subject (events.go)
+	// batchQueues batch the stages' publishes, by subject (batch.go); evMu
+	// guards the map.
+	batchQueues map[string]*batchQueue
 }
 
 // Connect dials NATS and declares (idempotently) every stream, bucket and

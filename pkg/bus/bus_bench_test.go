@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -83,4 +84,47 @@ func BenchmarkHop(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// BenchmarkPublishMessage: 16 goroutines publishing 10 KiB messages to one
+// pool's delivery jobs at once, as the router's workers do under load,
+// with sync_always; a consumer acknowledges them as they come (the
+// sender's part in the disk's work: a work queue's ack writes a
+// tombstone). Reports messages per second and messages per stream
+// message.
+func BenchmarkPublishMessage(b *testing.B) {
+	bb := connectDurable(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stored, acked atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		done <- bb.Consume(ctx, Consumer{Stream: StreamOutbound, Durable: "bench", FilterSubject: OutboundSubject("p"), Workers: 16},
+			slog.New(slog.DiscardHandler), func(ctx context.Context, m jetstream.Msg) {
+				if md, err := m.Metadata(); err == nil && md.Sequence.Stream > uint64(stored.Load()) {
+					stored.Store(int64(md.Sequence.Stream)) // roughly: the highest seen
+				}
+				if m.DoubleAck(ctx) == nil {
+					acked.Add(1)
+				}
+			})
+	}()
+	body := make([]byte, 10<<10)
+	b.ReportAllocs()
+	b.SetParallelism(8) // × GOMAXPROCS goroutines
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			env := &envelope.Envelope{ID: envelope.NewID(), Tenant: "t", Domain: "example.com"}
+			if err := bb.PublishMessage(context.Background(), OutboundSubject("p"), env.JobID(), env, body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	for acked.Load() < int64(b.N) {
+		time.Sleep(time.Millisecond)
+	}
+	b.ReportMetric(float64(b.N)/float64(max(stored.Load(), 1)), "msgs/stored")
+	cancel()
+	<-done
 }

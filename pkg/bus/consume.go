@@ -77,6 +77,7 @@ func (b *Bus) Consume(ctx context.Context, c Consumer, log *slog.Logger, h Handl
 		// A filtered consumer purges only the subject it reads.
 		wg.Go(func() { b.purgeSpool(ctx, c.Stream, c.FilterSubject, cons, log) })
 	}
+	batchSlots := make(chan struct{}, c.Workers)
 	for range c.Workers {
 		wg.Add(1)
 		go func() {
@@ -90,6 +91,10 @@ func (b *Bus) Consume(ctx context.Context, c Consumer, log *slog.Logger, h Handl
 					// Heartbeats missed while the server restarts: the
 					// iterator recovers by itself.
 					log.Debug("consumer next", "consumer", c.Durable, "err", err)
+					continue
+				}
+				if m.Headers().Get(HeaderBatch) != "" {
+					b.handleBatch(workCtx, c, log, h, m, batchSlots)
 					continue
 				}
 				b.handle(workCtx, c, log, h, m)
@@ -123,6 +128,11 @@ func (b *Bus) handle(ctx context.Context, c Consumer, log *slog.Logger, h Handle
 		b.deadLetter(ctx, c, log, m, md.NumDelivered)
 		return
 	}
+	b.handleOne(ctx, c, log, h, m)
+}
+
+// handleOne runs h on m; a panic is logged and m redelivered.
+func (b *Bus) handleOne(ctx context.Context, c Consumer, log *slog.Logger, h Handler, m jetstream.Msg) {
 	defer func() {
 		if r := recover(); r != nil {
 			log.Error("handler panic; message will be redelivered", "consumer", c.Durable,

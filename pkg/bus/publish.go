@@ -34,6 +34,9 @@ func (b *Bus) PublishMessage(ctx context.Context, subject, msgID string, env *en
 	if err := envelope.Encode(m, env); err != nil {
 		return err
 	}
+	if batched(subject) {
+		return b.publishBatched(ctx, msgID, m)
+	}
 	if _, err := b.JS.PublishMsg(ctx, m, jetstream.WithMsgID(msgID)); err != nil {
 		return fmt.Errorf("publish %s to %s: %w", msgID, subject, err)
 	}

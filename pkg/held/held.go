@@ -58,9 +58,9 @@ func Declare(ctx context.Context, b *bus.Bus) (jetstream.Stream, error) {
 
 // Hold moves a consumed message (a classified message or a delivery job) to
 // its tenant's held subject; the caller acks the original once this returns
-// nil. The message id names the original's stream and sequence, so that a
-// redelivered original is held once, and a released message that is held
-// again (a new sequence) is held again.
+// nil. The message id names the original's stream, sequence and job, so
+// that a redelivered original is held once, and a released message that is
+// held again (a new sequence) is held again.
 func Hold(ctx context.Context, b *bus.Bus, env *envelope.Envelope, m jetstream.Msg) error {
 	md, err := m.Metadata()
 	if err != nil {
@@ -70,7 +70,8 @@ func Hold(ctx context.Context, b *bus.Bus, env *envelope.Envelope, m jetstream.M
 	hm.Header = m.Headers()
 	hm.Header.Set(HeaderFrom, m.Subject())
 	hm.Data = m.Data()
-	id := md.Stream + "." + strconv.FormatUint(md.Sequence.Stream, 10) + ".held"
+	// The job id too: the messages of a spool batch share one sequence.
+	id := md.Stream + "." + strconv.FormatUint(md.Sequence.Stream, 10) + "." + env.JobID() + ".held"
 	if _, err := b.JS.PublishMsg(ctx, hm, jetstream.WithMsgID(id)); err != nil {
 		return fmt.Errorf("hold %s: %w", env.ID, err)
 	}
