@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
