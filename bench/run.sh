@@ -27,7 +27,8 @@
 # Environment: N (10000), S (10240), C (20), SYSTEMS (all five), KEEP=1 keeps
 # the temp directory, OUT (bench/out) for logs and the table, PROFILE=1 saves
 # a 15 s CPU profile and a goroutine dump of each Outflow run in OUT,
-# LATENCY (1), LAT_N. SOAK=1 (make soak) runs the soak mode instead (see
+# LATENCY (1), LAT_N, LAT_RATE (a fixed pace instead of half the measured
+# msgs/s, to compare two builds at the same load). SOAK=1 (make soak) runs the soak mode instead (see
 # soak below): SOAK_RATE (default half of a SOAK_N=2000 throughput run),
 # SOAK_SECONDS (600), SOAK_EVERY (15), SOAK_WARMUP (240).
 set -euo pipefail
@@ -268,6 +269,7 @@ LATPORT=0
 latency() {
   local name=$1 port=$2 sys=${1%-lat} v rate n line
   v="RATE_${sys//[^a-z]/_}"; rate=$(printf '%.1f' "$(echo "${!v:-0} / 2" | bc -l)")
+  rate=${LAT_RATE:-$rate}
   n=${LAT_N:-$(echo "n = $rate * 20; if (n > 2000) n = 2000; if (n < 1) n = 1; scale = 0; n / 1" | bc -l)}
   if [ "$(echo "$rate > 0" | bc)" != 1 ]; then echo "bench: $name: no throughput measured, skipped" >&2; return; fi
   echo "  $name: $n messages at $rate msgs/s"
