@@ -12,9 +12,10 @@ import (
 	"github.com/outflowmail/outflow/pkg/events"
 )
 
-// handled remembers the delivery jobs whose attempt is already recorded,
-// by the id of their delivery event (deliveryEventID), so that a job that
-// comes again is acknowledged instead of sent again.
+// handled remembers the delivery jobs in hand here and those whose attempt
+// is already recorded, by the id of their delivery event
+// (deliveryEventID), so that a job that comes again is acknowledged instead
+// of sent again.
 //
 // Why: after a crash of the NATS server, JetStream hands out again what a
 // consumer acknowledged in its last ~100 ms (consumer state is written up to
@@ -24,37 +25,81 @@ import (
 // delivery event of each attempt is stored before its job is acked, so the
 // events stream knows which jobs are done: a sender reads the last
 // handledMemory of delivery events at start and adds its own as it goes.
+// Copies of a job also come from batches (claim).
 type handled struct {
 	mu    sync.Mutex
-	ids   map[string]time.Time // delivery event id → when recorded
+	ids   map[string]handledJob // delivery event id → its job here
 	swept time.Time
+}
+
+type handledJob struct {
+	at    time.Time // when claimed or finished
+	final bool      // its outcome is stored: a copy is never sent again
 }
 
 // handledMemory is how far back jobs are remembered: longer than a restart
 // after a crash plus the time to route what was in flight.
 const handledMemory = 10 * time.Minute
 
-func newHandled() *handled { return &handled{ids: map[string]time.Time{}} }
+func newHandled() *handled { return &handled{ids: map[string]handledJob{}} }
 
+// add remembers a job whose outcome is stored.
 func (h *handled) add(id string, at time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.ids[id] = at
-	if at.Sub(h.swept) > handledMemory/10 {
-		for k, t := range h.ids {
-			if at.Sub(t) > handledMemory {
+	h.put(id, handledJob{at: at, final: true})
+}
+
+// put records a job and forgets those older than handledMemory (a sweep
+// per tenth of it). Lock held.
+func (h *handled) put(id string, j handledJob) {
+	h.ids[id] = j
+	if j.at.Sub(h.swept) > handledMemory/10 {
+		for k, o := range h.ids {
+			if j.at.Sub(o.at) > handledMemory {
 				delete(h.ids, k)
 			}
 		}
-		h.swept = at
+		h.swept = j.at
 	}
 }
 
+// has reports whether the job is claimed or finished here.
 func (h *handled) has(id string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	_, ok := h.ids[id]
 	return ok
+}
+
+// claim marks a job as in hand here and reports true, or reports false
+// when it already is, or has finished: another copy of it came. Copies
+// come when a batch (pkg/bus batch.go) is handled again after a crash or a
+// redelivery and its messages are routed again: inside a batch a job has no
+// Nats-Msg-Id of its own to stop the copy at the stream. The copy is
+// acknowledged; the claimed one stays in the stream until its outcome is
+// stored, so nothing is lost, and a claim is released when its job goes
+// back to wait without an outcome (release).
+func (h *handled) claim(id string, at time.Time) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.ids[id]; ok {
+		return false
+	}
+	h.put(id, handledJob{at: at})
+	return true
+}
+
+// release forgets a claim whose job was put back (to wait, for shaping,
+// held, or redelivered after a failure): it comes again and must be
+// handled. A finished job stays: its outcome is stored, even if the ack
+// that followed failed.
+func (h *handled) release(id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.ids[id].final {
+		delete(h.ids, id)
+	}
 }
 
 // load reads the delivery events of the last handledMemory.

@@ -2,6 +2,7 @@ package sender
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -74,5 +75,68 @@ func TestHandled_Load(t *testing.T) {
 	h.add("new", now.Add(handledMemory/5))
 	if h.has("old") || !h.has("new") {
 		t.Errorf("after a sweep: old %v, new %v; want only new", h.has("old"), h.has("new"))
+	}
+}
+
+// TestHandled_Claim: a claimed job cannot be claimed again until it is
+// released; a finished one stays through a release.
+func TestHandled_Claim(t *testing.T) {
+	h := newHandled()
+	now := time.Now()
+	for _, step := range []struct {
+		do   string
+		want bool // claim's answer, or has after the step
+	}{
+		{"claim", true},
+		{"claim", false}, // a copy while the first is in hand
+		{"release", false},
+		{"claim", true}, // put back (to wait, shaped, failed): it may come again
+		{"add", true},
+		{"release", true}, // finished: an ack that failed after the outcome was stored
+		{"claim", false},
+	} {
+		var got bool
+		switch step.do {
+		case "claim":
+			got = h.claim("j", now)
+		case "release":
+			h.release("j")
+			got = h.has("j")
+		case "add":
+			h.add("j", now)
+			got = h.has("j")
+		}
+		if got != step.want {
+			t.Fatalf("%s: %v, want %v", step.do, got, step.want)
+		}
+	}
+}
+
+// TestSender_CopiesInHandSentOnce: two copies of one job (as a batch
+// handled again after a crash leaves them, each with its own Nats-Msg-Id)
+// are in the stream at once; while the first is being delivered the second
+// is acknowledged, and the receiver gets the message once.
+func TestSender_CopiesInHandSentOnce(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	r := smtptest.Start(t, smtptest.Options{Hooks: smtptest.Hooks{Data: func(smtptest.Message) error {
+		once.Do(func() { <-release }) // hold the first DATA until the copy is acked
+		return nil
+	}}})
+	w := start(t, testConfig(r.Addr()), Options{})
+	env := &envelope.Envelope{Tenant: "demo", From: "a@demo.example", Rcpts: []string{"b@example.net"}, Domain: "example.net"}
+	w.publish(t, env, body)
+	if err := w.b.PublishMessage(context.Background(), bus.OutboundSubject("shared"), "copy", env, body); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "copy acked while the first is in hand", func() bool { return w.outbound(t) == 1 })
+	close(release)
+	if d := w.next(t); d.Rcpts[0].Outcome != events.OutcomeDelivered {
+		t.Fatalf("attempt: %+v", d)
+	}
+	eventually(t, "job acked", func() bool { return w.outbound(t) == 0 })
+	w.quiet(t, 500*time.Millisecond)
+	if n := len(r.Messages()); n != 1 {
+		t.Errorf("receiver got %d messages, want 1", n)
 	}
 }

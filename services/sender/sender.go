@@ -230,13 +230,21 @@ func (s *sender) handle(ctx context.Context, p pool.Pool, m jetstream.Msg, log *
 		return
 	}
 	log = log.With("tenant", env.Tenant, "msg_id", env.ID, "domain", env.Domain, "attempt", env.Attempt+1)
-	if s.done.has(deliveryEventID(env)) {
-		log.Info("delivery job already handled (its delivery event is stored); acknowledging the repeat")
+	id := deliveryEventID(env)
+	if !s.done.claim(id, s.now()) {
+		log.Info("delivery job already handled or in hand here; acknowledging the repeat")
 		if err := m.DoubleAck(ctx); err != nil {
 			log.Warn("ack repeated job", "err", err)
 		}
 		return
 	}
+	// Unless the job reaches an outcome, it comes again: forget the claim.
+	finished := false
+	defer func() {
+		if !finished {
+			s.done.release(id)
+		}
+	}()
 	start := s.now()
 	if wait := env.NotBefore.Sub(start); wait > 0 {
 		s.wait(ctx, p, m, env, log)
@@ -254,6 +262,7 @@ func (s *sender) handle(ctx context.Context, p pool.Pool, m jetstream.Msg, log *
 			// is a redelivery of a job that already finished.
 			log.Warn("body already released; dropping a finished job's redelivery")
 			_ = m.Term()
+			finished = true
 			return
 		}
 		if err != nil {
@@ -287,6 +296,7 @@ func (s *sender) handle(ctx context.Context, p pool.Pool, m jetstream.Msg, log *
 		_ = m.NakWithDelay(busRetryDelay)
 		return
 	}
+	finished = true
 	logAttempt(log, ev, pl, res)
 }
 
@@ -366,8 +376,9 @@ func (s *sender) store(ctx context.Context, m jetstream.Msg, p pool.Pool, env *e
 	if err := s.b.PublishEvent(ctx, ev); err != nil {
 		return err
 	}
-	// Only a finished job is remembered (handled.go): if a deferred one's
-	// retry was not stored before a crash, handling it again stores it.
+	// A finished job is remembered, here and after a restart (handled.go);
+	// a deferred one only stays claimed here: if its retry was not stored
+	// before a crash, handling it again stores it.
 	if pl.final() {
 		s.done.add(ev.ID, s.now())
 	} else {
