@@ -261,6 +261,26 @@ func (b *Bus) handleBatch(ctx context.Context, c Consumer, log *slog.Logger, h H
 		b.deadLetter(ctx, c, log, m, 0)
 		return
 	}
+	// The batch stays in hand while its messages wait for a slot or run:
+	// redelivered meanwhile, its messages would be handled twice at once.
+	ackWait := c.AckWait
+	if ackWait == 0 {
+		ackWait = b.cfg.AckWait
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		t := time.NewTicker(ackWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				_ = m.InProgress()
+			}
+		}
+	}()
 	subs := make([]*batchMsg, n)
 	var wg sync.WaitGroup
 	for i := range n {

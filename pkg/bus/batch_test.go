@@ -214,3 +214,69 @@ func TestBatch_LoneMessageAlone(t *testing.T) {
 		t.Fatalf("published twice with one id: %d stream messages, want 1", n)
 	}
 }
+
+// TestBatch_KeptInHandPastAckWait: a batch whose messages take longer than
+// the ack wait (1 s here) to handle, because they wait for each other, is
+// not redelivered meanwhile: each message is handled once.
+func TestBatch_KeptInHandPastAckWait(t *testing.T) {
+	b := connect(t)
+	const n = 12
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			env := &envelope.Envelope{ID: fmt.Sprintf("slow%02d", i), Tenant: "t"}
+			if err := b.PublishMessage(context.Background(), SubjectSubmitted, env.ID, env, []byte("x")); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	stored := streamMsgs(t, b, StreamSubmitted)
+	if stored > n/3 {
+		t.Skipf("%d messages were stored in %d stream messages: no batch of three to test", n, stored)
+	}
+	t.Logf("%d messages in %d stream messages", n, stored)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	handled := map[string]int{}
+	done := make(chan error, 1)
+	go func() {
+		// Two at a time, 600 ms each: a batch of three or more takes past
+		// the ack wait, and the second worker would take its redelivery.
+		done <- b.Consume(ctx, Consumer{Stream: StreamSubmitted, Durable: "slow", Workers: 2},
+			slog.New(slog.DiscardHandler), func(ctx context.Context, m jetstream.Msg) {
+				env, _ := envelope.Decode(m.Headers())
+				time.Sleep(600 * time.Millisecond)
+				mu.Lock()
+				handled[env.ID]++
+				mu.Unlock()
+				_ = m.Ack()
+			})
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for streamMsgs(t, b, StreamSubmitted) != 0 || len(handledCopy(&mu, handled)) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("handled %d of %d", len(handledCopy(&mu, handled)), n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(1500 * time.Millisecond) // a redelivery would come by now
+	cancel()
+	<-done
+	for id, c := range handledCopy(&mu, handled) {
+		if c != 1 {
+			t.Errorf("%s handled %d times, want 1", id, c)
+		}
+	}
+}
+
+func handledCopy(mu *sync.Mutex, m map[string]int) map[string]int {
+	mu.Lock()
+	defer mu.Unlock()
+	c := make(map[string]int, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
