@@ -56,20 +56,9 @@ func batched(subject string) bool {
 	return subject == SubjectSubmitted || subject == SubjectClassified || strings.HasPrefix(subject, SubjectOutbound+".")
 }
 
-// batchQueue batches the publishes of one subject.
-type batchQueue struct {
-	b       *Bus
-	subject string
-
-	mu      sync.Mutex
-	pending []*pendingMsg
-	busy    bool // a goroutine is publishing; it takes pending when done
-}
-
 type pendingMsg struct {
 	msgID string
 	m     *nats.Msg
-	done  chan error
 }
 
 func (p *pendingMsg) size() int { return len(p.m.Data) + 512 } // headers: envelope JSON, ids
@@ -77,59 +66,18 @@ func (p *pendingMsg) size() int { return len(p.m.Data) + 512 } // headers: envel
 // publishBatched stores m (headers and data set) and returns when
 // JetStream has acknowledged it, alone or within a batch.
 func (b *Bus) publishBatched(ctx context.Context, msgID string, m *nats.Msg) error {
-	q := b.batchQueue(m.Subject)
-	p := &pendingMsg{msgID: msgID, m: m, done: make(chan error, 1)}
-	q.mu.Lock()
-	q.pending = append(q.pending, p)
-	if !q.busy {
-		q.busy = true
-		go q.run()
-	}
-	q.mu.Unlock()
-	select {
-	case err := <-p.done:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("publish %s to %s: %w", msgID, m.Subject, ctx.Err())
-	}
+	q := queueFor(&b.evMu, &b.batchQueues, m.Subject, func() *groupQueue[*pendingMsg] {
+		bq := &batchQueue{b: b, subject: m.Subject}
+		return &groupQueue[*pendingMsg]{maxItems: maxStreamBatch, maxBytes: maxStreamBatchBytes,
+			size: (*pendingMsg).size, publish: bq.publish}
+	})
+	return q.add(ctx, &pendingMsg{msgID: msgID, m: m}, msgID)
 }
 
-func (b *Bus) batchQueue(subject string) *batchQueue {
-	b.evMu.Lock()
-	defer b.evMu.Unlock()
-	q := b.batchQueues[subject]
-	if q == nil {
-		if b.batchQueues == nil {
-			b.batchQueues = map[string]*batchQueue{}
-		}
-		q = &batchQueue{b: b, subject: subject}
-		b.batchQueues[subject] = q
-	}
-	return q
-}
-
-// run publishes batches until nothing is pending.
-func (q *batchQueue) run() {
-	for {
-		q.mu.Lock()
-		n, size := 0, 0
-		for n < len(q.pending) && n < maxStreamBatch && (n == 0 || size+q.pending[n].size() <= maxStreamBatchBytes) {
-			size += q.pending[n].size()
-			n++
-		}
-		if n == 0 {
-			q.busy = false
-			q.mu.Unlock()
-			return
-		}
-		batch := q.pending[:n:n]
-		q.pending = q.pending[n:]
-		q.mu.Unlock()
-		err := q.publish(batch)
-		for _, p := range batch {
-			p.done <- err
-		}
-	}
+// batchQueue publishes the batches of one subject.
+type batchQueue struct {
+	b       *Bus
+	subject string
 }
 
 func (q *batchQueue) publish(batch []*pendingMsg) error {

@@ -118,10 +118,10 @@ type Bus struct {
 	log      *slog.Logger
 
 	evMu     sync.Mutex
-	evQueues map[string]*eventQueue // by subject (events.go)
+	evQueues map[string]*groupQueue[*pendingEvent] // by subject (events.go)
 	// batchQueues batch the stages' publishes, by subject (batch.go); evMu
 	// guards the map.
-	batchQueues map[string]*batchQueue
+	batchQueues map[string]*groupQueue[*pendingMsg]
 }
 
 // Connect dials NATS and declares (idempotently) every stream, bucket and

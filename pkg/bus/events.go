@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"sync"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -15,30 +14,18 @@ import (
 
 // Events that are published while an earlier publish of the same type
 // waits for JetStream go out together, as one stream message with one
-// event per line (a group commit). With sync_always every stored message
-// costs an fsync, and every stage of every message reports events, so one
-// message per event made the events stream the pipeline's bottleneck.
-// Nothing waits for a batch to fill: a lone event is published at once, and
-// batching only happens when events arrive faster than JetStream stores them.
+// event per line (a group commit, groupcommit.go). With sync_always every
+// stored message costs an fsync, and every stage of every message reports
+// events, so one message per event made the events stream the pipeline's
+// bottleneck.
 const (
 	maxBatchEvents = 256
 	maxBatchBytes  = 256 << 10
 )
 
-// eventQueue batches the events of one subject.
-type eventQueue struct {
-	b       *Bus
-	subject string
-
-	mu      sync.Mutex
-	pending []*pendingEvent
-	busy    bool // a goroutine is publishing; it takes pending when done
-}
-
 type pendingEvent struct {
 	id, tenant string
 	data       []byte
-	done       chan error
 }
 
 // PublishEvent stores an event and returns when JetStream has acknowledged
@@ -50,59 +37,19 @@ func (b *Bus) PublishEvent(ctx context.Context, e *events.Event) error {
 	if err != nil {
 		return err
 	}
-	q := b.eventQueue(events.Subject + "." + string(e.Type))
-	p := &pendingEvent{id: e.ID, tenant: e.Tenant, data: data, done: make(chan error, 1)}
-	q.mu.Lock()
-	q.pending = append(q.pending, p)
-	if !q.busy {
-		q.busy = true
-		go q.run()
-	}
-	q.mu.Unlock()
-	select {
-	case err := <-p.done:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("publish event %s: %w", e.ID, ctx.Err())
-	}
+	subject := events.Subject + "." + string(e.Type)
+	q := queueFor(&b.evMu, &b.evQueues, subject, func() *groupQueue[*pendingEvent] {
+		eq := &eventQueue{b: b, subject: subject}
+		return &groupQueue[*pendingEvent]{maxItems: maxBatchEvents, maxBytes: maxBatchBytes,
+			size: func(p *pendingEvent) int { return len(p.data) + 1 }, publish: eq.publish}
+	})
+	return q.add(ctx, &pendingEvent{id: e.ID, tenant: e.Tenant, data: data}, e.ID)
 }
 
-func (b *Bus) eventQueue(subject string) *eventQueue {
-	b.evMu.Lock()
-	defer b.evMu.Unlock()
-	q := b.evQueues[subject]
-	if q == nil {
-		if b.evQueues == nil {
-			b.evQueues = map[string]*eventQueue{}
-		}
-		q = &eventQueue{b: b, subject: subject}
-		b.evQueues[subject] = q
-	}
-	return q
-}
-
-// run publishes batches until nothing is pending.
-func (q *eventQueue) run() {
-	for {
-		q.mu.Lock()
-		n, size := 0, 0
-		for n < len(q.pending) && n < maxBatchEvents && (n == 0 || size+len(q.pending[n].data) < maxBatchBytes) {
-			size += len(q.pending[n].data) + 1
-			n++
-		}
-		if n == 0 {
-			q.busy = false
-			q.mu.Unlock()
-			return
-		}
-		batch := q.pending[:n:n]
-		q.pending = q.pending[n:]
-		q.mu.Unlock()
-		err := q.publish(batch)
-		for _, p := range batch {
-			p.done <- err
-		}
-	}
+// eventQueue publishes the batches of one event subject.
+type eventQueue struct {
+	b       *Bus
+	subject string
 }
 
 func (q *eventQueue) publish(batch []*pendingEvent) error {
