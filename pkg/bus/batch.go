@@ -20,7 +20,7 @@ import (
 // Group commit. Messages published to a stage's stream (SUBMITTED,
 // CLASSIFIED, and each pool's subject of OUTBOUND) while an earlier publish
 // to the same subject waits for JetStream go out together, as one stream
-// message (a batch), as events do (events.go). With sync_always every
+// message (a batch; groupcommit.go, as for events). With sync_always every
 // stored message costs an fsync, and on this kind of machine the fsync,
 // with the journal writes it causes, is the largest single cost of a
 // message (pprof: 15 % of the process's CPU, and as much again in the
@@ -36,9 +36,9 @@ import (
 // batch when every one of them is done. If any asks to be redelivered, the
 // whole batch is, with the longest delay asked for: the ones already
 // handled come again, which at-least-once allows; a delivery job that
-// finished is then acknowledged without being sent again (the sender's
-// memory of finished jobs, services/sender/handled.go), and a deferred
-// one's retry is stored once (its schedule's Nats-Msg-Id). What a batch
+// finished, or that the sender has in hand, is then acknowledged without
+// being sent again (services/sender/handled.go), and a deferred one's
+// retry is stored once (its schedule's Nats-Msg-Id). What a batch
 // gives up is the Nats-Msg-Id of each message in it: a publish retried
 // after a lost acknowledgement may store a message twice, with the same
 // consequences.
@@ -110,7 +110,7 @@ func encodeBatch(subject string, batch []*pendingMsg) (*nats.Msg, string) {
 		}
 	}
 	data := make([]byte, 0, size)
-	field := func(s []byte) {
+	field := func(s string) {
 		data = binary.AppendUvarint(data, uint64(len(s)))
 		data = append(data, s...)
 	}
@@ -123,11 +123,12 @@ func encodeBatch(subject string, batch []*pendingMsg) (*nats.Msg, string) {
 		data = binary.AppendUvarint(data, uint64(n))
 		for k, vs := range p.m.Header {
 			for _, v := range vs {
-				field([]byte(k))
-				field([]byte(v))
+				field(k)
+				field(v)
 			}
 		}
-		field(p.m.Data)
+		data = binary.AppendUvarint(data, uint64(len(p.m.Data)))
+		data = append(data, p.m.Data...)
 		if p.m.Header.Get(envelope.HeaderTenant) != tenant {
 			tenant = ""
 		}
