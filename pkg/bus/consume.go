@@ -66,6 +66,10 @@ func (b *Bus) Consume(ctx context.Context, c Consumer, log *slog.Logger, h Handl
 	if err != nil {
 		return err
 	}
+	// Up to Workers×2 messages wait prefetched, without InProgress: one
+	// that waits there past the ack wait (60 s by default; only when every
+	// worker is held that long, by slow destinations say) is delivered
+	// again, and a repeat of a job is acknowledged by the sender's claim.
 	iter, err := cons.Messages(jetstream.PullMaxMessages(c.Workers*2), jetstream.PullHeartbeat(5*time.Second))
 	if err != nil {
 		return fmt.Errorf("consume %s/%s: %w", c.Stream, c.Durable, err)
