@@ -61,6 +61,7 @@ func RunAll(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			ns.WaitForShutdown()
 		}()
 		cfg.NATS.URL = ns.ClientURL()
+		cfg.NATS.InProcess = ns
 	}
 	return Run(ctx, cfg, Roles, log)
 }

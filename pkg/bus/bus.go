@@ -56,6 +56,10 @@ type Config struct {
 	URL string `yaml:"url"`
 	// Name is the connection name shown by the server's monitoring.
 	Name string `yaml:"-"`
+	// InProcess, when set (the embedded server of "outflow all"), connects
+	// through memory instead of a loopback socket: no syscalls and no
+	// kernel network stack for every message of every stage.
+	InProcess nats.InProcessConnProvider `yaml:"-"`
 	// InlineLimit is the largest body that travels inside a bus message; larger
 	// bodies go to the object store once and travel by reference.
 	InlineLimit int `yaml:"inline_limit"`
@@ -146,6 +150,9 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrl()) }),
+	}
+	if cfg.InProcess != nil {
+		opts = append(opts, nats.InProcessServer(cfg.InProcess))
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
