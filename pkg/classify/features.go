@@ -373,7 +373,10 @@ func (x *extractor) header(m *mailparse.Message) {
 			mt, params, _ := strings.Cut(fl.Value, ";")
 			x.addS(famHeader+"ct:", strings.ToLower(strings.TrimSpace(mt)))
 			// The boundary's shape names the mailer that wrote it.
-			if i := indexLower(params, "boundary="); i >= 0 {
+			// Byte-wise: an index into a lower-cased copy is not one into
+			// params when lower-casing changes lengths (invalid UTF-8
+			// becomes U+FFFD), which a fuzzed header showed.
+			if i := mailparse.IndexFoldASCII(params, "boundary="); i >= 0 {
 				b := strings.Trim(params[i+9:], "\" ")
 				if j := strings.IndexAny(b, "\";"); j >= 0 {
 					b = b[:j]
@@ -431,15 +434,6 @@ func (x *extractor) lowerName(name string) string {
 }
 
 const maxLowerNames = 512
-
-// indexLower is strings.Index(strings.ToLower(s), lowerNeedle) for an
-// ASCII needle, without the lowercased copy when s is ASCII.
-func indexLower(s, lowerNeedle string) int {
-	if !mailparse.IsASCII(s) {
-		return strings.Index(strings.ToLower(s), lowerNeedle)
-	}
-	return mailparse.IndexFoldASCII(s, lowerNeedle)
-}
 
 // valueWords adds up to max words of a header value.
 func (x *extractor) valueWords(prefix, v string, max int) {
