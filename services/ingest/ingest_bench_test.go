@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -131,18 +130,7 @@ func (bi *benchIngest) stored(b *testing.B, want uint64) {
 	}
 	// Submissions that arrive together share a stream message (a batch,
 	// pkg/bus/batch.go).
-	var got uint64
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			b.Fatal(err)
-		}
-		n, err := strconv.ParseUint(m.Header.Get(bus.HeaderBatch), 10, 64)
-		if err != nil {
-			n = 1
-		}
-		got += n
-	}
+	got := bustest.Count(b, bi.bus, bus.StreamSubmitted, "")
 	if got != want {
 		b.Fatalf("%s holds %d messages (in %d stream messages) after %d accepted submissions", bus.StreamSubmitted, got, info.State.Msgs, want)
 	}

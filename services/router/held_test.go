@@ -43,15 +43,7 @@ func TestRun_PolicyEnforcement(t *testing.T) {
 
 	outbound := func(p string) uint64 {
 		t.Helper()
-		s, err := b.JS.Stream(ctx, bus.StreamOutbound)
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := s.Info(ctx, jetstream.WithSubjectFilter(bus.OutboundSubject(p)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State.Subjects[bus.OutboundSubject(p)]
+		return bustest.Count(t, b, bus.StreamOutbound, bus.OutboundSubject(p))
 	}
 	n := 0
 	submit := func() string {

@@ -155,16 +155,8 @@ func BenchmarkRoute(b *testing.B) {
 			}
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
-			s, err := w.bus.JS.Stream(ctx, bus.StreamOutbound)
-			if err != nil {
-				b.Fatal(err)
-			}
-			info, err := s.Info(ctx)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if want := uint64(3 * b.N); info.State.Msgs != want {
-				b.Fatalf("%s holds %d jobs after %d messages routed, want %d", bus.StreamOutbound, info.State.Msgs, b.N, want)
+			if got, want := bustest.Count(b, w.bus, bus.StreamOutbound, ""), uint64(3*b.N); got != want {
+				b.Fatalf("%s holds %d jobs after %d messages routed, want %d", bus.StreamOutbound, got, b.N, want)
 			}
 		})
 	}
