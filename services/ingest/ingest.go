@@ -139,6 +139,16 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}
 	s.shutdownMX(sctx)
+	// go-smtp's Shutdown closes only the listeners its Serve has already
+	// registered: one whose goroutine had not started yet (a stop right
+	// after the start) would accept forever. Closing ours again is
+	// harmless.
+	for _, l := range s.listeners {
+		_ = l.Close()
+	}
+	if s.mx != nil {
+		_ = s.mx.l.Close()
+	}
 	wg.Wait()
 	return runErr
 }
