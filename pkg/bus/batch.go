@@ -198,8 +198,7 @@ func decodeBatch(data []byte, n int) ([]nats.Header, [][]byte, error) {
 // slots bounds how many messages of batches are handled at once across the
 // consumer's workers (Consumer.Workers), as the workers bound single ones.
 func (b *Bus) handleBatch(ctx context.Context, c Consumer, log *slog.Logger, h Handler, m jetstream.Msg, slots chan struct{}) {
-	if md, err := m.Metadata(); err == nil && md.NumDelivered > uint64(b.cfg.MaxDeliver) {
-		b.deadLetter(ctx, c, log, m, md.NumDelivered)
+	if b.deadLettered(ctx, c, log, m) {
 		return
 	}
 	n, _ := strconv.Atoi(m.Headers().Get(HeaderBatch))

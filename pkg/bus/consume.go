@@ -128,11 +128,21 @@ func (b *Bus) createConsumer(ctx context.Context, stream string, cc jetstream.Co
 }
 
 func (b *Bus) handle(ctx context.Context, c Consumer, log *slog.Logger, h Handler, m jetstream.Msg) {
-	if md, err := m.Metadata(); err == nil && md.NumDelivered > uint64(b.cfg.MaxDeliver) {
-		b.deadLetter(ctx, c, log, m, md.NumDelivered)
+	if b.deadLettered(ctx, c, log, m) {
 		return
 	}
 	b.handleOne(ctx, c, log, h, m)
+}
+
+// deadLettered moves m to the dead-letter stream, and says so, when it was
+// delivered more than MaxDeliver times.
+func (b *Bus) deadLettered(ctx context.Context, c Consumer, log *slog.Logger, m jetstream.Msg) bool {
+	md, err := m.Metadata()
+	if err != nil || md.NumDelivered <= uint64(b.cfg.MaxDeliver) {
+		return false
+	}
+	b.deadLetter(ctx, c, log, m, md.NumDelivered)
+	return true
 }
 
 // handleOne runs h on m; a panic is logged and m redelivered.
