@@ -64,14 +64,6 @@ func (h *handled) put(id string, j handledJob) {
 	}
 }
 
-// has reports whether the job is claimed or finished here.
-func (h *handled) has(id string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	_, ok := h.ids[id]
-	return ok
-}
-
 // claim marks a job as in hand here and reports true, or reports false
 // when it already is, or has finished: another copy of it came. Copies
 // come when a batch (pkg/bus batch.go) is handled again after a crash or a

@@ -140,3 +140,12 @@ func TestSender_CopiesInHandSentOnce(t *testing.T) {
 		t.Errorf("receiver got %d messages, want 1", n)
 	}
 }
+
+// has reports whether the job is claimed or finished here (for the tests:
+// the sender itself only claims).
+func (h *handled) has(id string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.ids[id]
+	return ok
+}
