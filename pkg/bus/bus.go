@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/outflowmail/outflow/pkg/jsdeclare"
 )
 
 // Stream, subject, bucket and store names. Subjects are fixed so that every
@@ -252,37 +253,37 @@ func (b *Bus) declareOnce(ctx context.Context) error {
 		}
 	}
 	var err error
-	if b.Tenants, err = b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	if b.Tenants, err = jsdeclare.KeyValue(ctx, b.JS, jetstream.KeyValueConfig{
 		Bucket: BucketTenants, Description: "tenant accounts", History: 5,
 		Storage: jetstream.FileStorage, Replicas: b.cfg.Replicas,
 	}); err != nil {
-		return fmt.Errorf("kv %s: %w", BucketTenants, err)
+		return err
 	}
-	if b.Policy, err = b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	if b.Policy, err = jsdeclare.KeyValue(ctx, b.JS, jetstream.KeyValueConfig{
 		Bucket: BucketPolicy, Description: "tenant policy state", History: 10,
 		Storage: jetstream.FileStorage, Replicas: b.cfg.Replicas,
 	}); err != nil {
-		return fmt.Errorf("kv %s: %w", BucketPolicy, err)
+		return err
 	}
-	if b.BodyRefs, err = b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	if b.BodyRefs, err = jsdeclare.KeyValue(ctx, b.JS, jetstream.KeyValueConfig{
 		Bucket: BucketBodyRefs, Description: "unfinished delivery jobs per stored body",
 		Storage: jetstream.FileStorage, Replicas: b.cfg.Replicas,
 	}); err != nil {
-		return fmt.Errorf("kv %s: %w", BucketBodyRefs, err)
+		return err
 	}
 	// One revision only: a replaced or deleted private key must not linger
 	// in the bucket's history.
-	if b.DKIMKeys, err = b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	if b.DKIMKeys, err = jsdeclare.KeyValue(ctx, b.JS, jetstream.KeyValueConfig{
 		Bucket: BucketDKIMKeys, Description: "tenant DKIM signing keys", History: 1,
 		Storage: jetstream.FileStorage, Replicas: b.cfg.Replicas,
 	}); err != nil {
-		return fmt.Errorf("kv %s: %w", BucketDKIMKeys, err)
+		return err
 	}
-	if b.Bodies, err = b.JS.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	if b.Bodies, err = jsdeclare.ObjectStore(ctx, b.JS, jetstream.ObjectStoreConfig{
 		Bucket: StoreBodies, Description: "message bodies above the inline limit",
 		Storage: jetstream.FileStorage, Replicas: b.cfg.Replicas,
 	}); err != nil {
-		return fmt.Errorf("object store %s: %w", StoreBodies, err)
+		return err
 	}
 	return nil
 }

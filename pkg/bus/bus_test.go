@@ -6,10 +6,12 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outflowmail/outflow/pkg/envelope"
@@ -32,11 +34,49 @@ func connect(t *testing.T) *Bus {
 	return b
 }
 
+// TestConnect_Idempotent: a second process declaring the same resources
+// neither fails nor rewrites any of them (an update of an unchanged stream
+// raced in nats-server with consumers being created; see pkg/jsdeclare).
+// Updates are counted by the server's advisories, read up to a sentinel
+// stream's update made afterwards.
 func TestConnect_Idempotent(t *testing.T) {
 	b := connect(t)
-	// A second process declaring the same resources must not fail.
-	if err := b.declareOnce(context.Background()); err != nil {
+	ctx := context.Background()
+	var updated []string
+	done := make(chan struct{})
+	sub, err := b.NC.Subscribe("$JS.EVENT.ADVISORY.STREAM.UPDATED.>", func(m *nats.Msg) {
+		name := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+		if name == "SENTINEL" {
+			close(done)
+			return
+		}
+		updated = append(updated, name)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := b.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.declareOnce(ctx); err != nil {
 		t.Fatalf("second declare: %v", err)
+	}
+	sentinel := jetstream.StreamConfig{Name: "SENTINEL", Subjects: []string{"sentinel"}}
+	if _, err := b.JS.CreateStream(ctx, sentinel); err != nil {
+		t.Fatal(err)
+	}
+	sentinel.Description = "barrier"
+	if _, err := b.JS.UpdateStream(ctx, sentinel); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no advisory for the sentinel stream")
+	}
+	if len(updated) > 0 {
+		t.Errorf("second declaration updated unchanged streams %v", updated)
 	}
 }
 

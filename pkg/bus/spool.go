@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/outflowmail/outflow/pkg/jsdeclare"
 )
 
 // Spools: SUBMITTED and CLASSIFIED are read by one durable consumer each
@@ -46,18 +47,19 @@ func spool(c jetstream.StreamConfig) jetstream.StreamConfig {
 	return c
 }
 
-// declareStream creates or updates a stream. A stream left with another
+// declareStream creates a stream or updates it when its configuration
+// changed (jsdeclare: never a needless update). A stream left with another
 // retention by another version (a spool that was a work queue, or the
 // reverse) cannot be updated in place, since JetStream does not change a
 // work queue's retention: an empty one is recreated, one holding messages
 // is an error that says what to do, since deleting it would lose mail.
 func (b *Bus) declareStream(ctx context.Context, sc jetstream.StreamConfig) error {
-	_, err := b.JS.CreateOrUpdateStream(ctx, sc)
+	_, err := jsdeclare.Stream(ctx, b.JS, sc)
 	if err == nil {
 		return nil
 	}
 	if !strings.Contains(err.Error(), "retention") {
-		return fmt.Errorf("stream %s: %w", sc.Name, err)
+		return err
 	}
 	s, ierr := b.JS.Stream(ctx, sc.Name)
 	if ierr != nil {

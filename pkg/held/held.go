@@ -20,6 +20,7 @@ import (
 	"github.com/outflowmail/outflow/pkg/bus"
 	"github.com/outflowmail/outflow/pkg/envelope"
 	"github.com/outflowmail/outflow/pkg/events"
+	"github.com/outflowmail/outflow/pkg/jsdeclare"
 	"github.com/outflowmail/outflow/pkg/tenant"
 )
 
@@ -41,7 +42,7 @@ func TenantSubject(tenantID string) string { return Subject + "." + tenantID }
 // they are released or purged: no age limit, because held mail is an
 // operator's decision to make, not the clock's.
 func Declare(ctx context.Context, b *bus.Bus) (jetstream.Stream, error) {
-	s, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	s, err := jsdeclare.Stream(ctx, b.JS, jetstream.StreamConfig{
 		Name:        Stream,
 		Description: "classified mail of suspended tenants, held for an operator",
 		Subjects:    []string{Subject + ".>"},
@@ -51,7 +52,7 @@ func Declare(ctx context.Context, b *bus.Bus) (jetstream.Stream, error) {
 		Duplicates:  b.Config().Duplicates,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", Stream, err)
+		return nil, err
 	}
 	return s, nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/outflowmail/outflow/pkg/jsdeclare"
 )
 
 // BucketName is the KV bucket holding the shared shaping state:
@@ -30,7 +31,7 @@ func Bucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstrea
 	if replicas < 1 {
 		replicas = 1
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := jsdeclare.KeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      BucketName,
 		Description: "traffic shaping: connection slots, rates, backoff, warm-up, blocklist listings",
 		History:     1,
@@ -48,7 +49,7 @@ func Bucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstrea
 		LimitMarkerTTL: time.Minute,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("kv %s: %w", BucketName, err)
+		return nil, err
 	}
 	return kv, nil
 }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/outflowmail/outflow/pkg/jsdeclare"
 )
 
 // Bucket is the KV bucket of suppression entries.
@@ -125,12 +126,12 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, er
 	if replicas < 1 {
 		replicas = 1
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := jsdeclare.KeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket: Bucket, Description: "suppressed recipients per tenant",
 		Storage: jetstream.FileStorage, Replicas: replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("kv %s: %w", Bucket, err)
+		return nil, err
 	}
 	return &Store{KV: kv}, nil
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/outflowmail/outflow/pkg/delivery"
 	"github.com/outflowmail/outflow/pkg/events"
+	"github.com/outflowmail/outflow/pkg/jsdeclare"
 )
 
 // TXTResolver looks up TXT records (MTA-STS); *resolver.Resolver is one.
@@ -123,12 +124,12 @@ func New(ctx context.Context, cfg Config, opts Options) (*Policy, error) {
 		}
 		p.http = p.newHTTPClient(roots)
 		if opts.JS != nil {
-			kv, err := opts.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			kv, err := jsdeclare.KeyValue(ctx, opts.JS, jetstream.KeyValueConfig{
 				Bucket: BucketMTASTS, Description: "cached MTA-STS policies by domain", History: 1,
 				Replicas: max(opts.Replicas, 1),
 			})
 			if err != nil {
-				return nil, fmt.Errorf("kv %s: %w", BucketMTASTS, err)
+				return nil, err
 			}
 			p.kv = kv
 		}
