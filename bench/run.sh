@@ -28,7 +28,9 @@
 # the temp directory, OUT (bench/out) for logs and the table, PROFILE=1 saves
 # a 15 s CPU profile and a goroutine dump of each Outflow run in OUT,
 # LATENCY (1), LAT_N, LAT_RATE (a fixed pace instead of half the measured
-# msgs/s, to compare two builds at the same load). SOAK=1 (make soak) runs the soak mode instead (see
+# msgs/s, to compare two builds at the same load), CLASSIFIER_WORKERS,
+# ROUTER_WORKERS, SENDER_WORKERS (override Outflow's defaults, to compare
+# settings). SOAK=1 (make soak) runs the soak mode instead (see
 # soak below): SOAK_RATE (default half of a SOAK_N=2000 throughput run),
 # SOAK_SECONDS (600), SOAK_EVERY (15), SOAK_WARMUP (240).
 set -euo pipefail
@@ -238,7 +240,10 @@ ingest:
 sender:
   transports: {"*": "127.0.0.1:$relay"}
   provider_id: bench
+${SENDER_WORKERS:+  workers: $SENDER_WORKERS}
 $dk
+${ROUTER_WORKERS:+router: {workers: $ROUTER_WORKERS\}}
+${CLASSIFIER_WORKERS:+classifier: {workers: $CLASSIFIER_WORKERS\}}
 analytics:
   clickhouse: {addr: "127.0.0.1:$CHPORT", database: bench_$RANDOM}
   # smtp-source's filler body scores as spam (routed to high-risk, as it
@@ -249,9 +254,11 @@ CF
   sh -c "$INCG" "$CG" "$ROOT/bin/outflow" all -config "$o/outflow.yaml" >"$OUT/$name.outflow.log" 2>&1 &
   local opid=$!; pids+=("$opid"); waitport "$port"
   if [ "${PROFILE:-0}" = 1 ]; then
-    # A CPU profile and a goroutine dump from the middle of the run.
-    ( sleep 8; curl -s -o "$OUT/$name.cpu.pprof" "http://127.0.0.1:$mp/debug/pprof/profile?seconds=15"
-      curl -s -o "$OUT/$name.goroutines.txt" "http://127.0.0.1:$mp/debug/pprof/goroutine?debug=1" ) &
+    # A goroutine dump (where the work waits) and a CPU profile from the
+    # middle of the run: the dump first, since a fast run ends before the
+    # profile does.
+    ( sleep 6; curl -s -o "$OUT/$name.goroutines.txt" "http://127.0.0.1:$mp/debug/pprof/goroutine?debug=1"
+      curl -s -o "$OUT/$name.cpu.pprof" "http://127.0.0.1:$mp/debug/pprof/profile?seconds=10" ) &
   fi
   "$meas" "$name" "$port"
   kill -TERM "$opid"; wait "$opid" 2>/dev/null || true

@@ -27,12 +27,15 @@ import (
 
 // Config of the router role.
 type Config struct {
-	// Workers is how many messages are routed at once.
+	// Workers is how many messages are routed at once. A worker spends
+	// nearly all its time waiting for its publishes to be fsync'd, and the
+	// more wait together the more share one fsync (group commit), so there
+	// are many (docs/performance.md, "Concurrency").
 	Workers int `yaml:"workers"`
 }
 
 // DefaultConfig returns the defaults.
-func DefaultConfig() Config { return Config{Workers: 8} }
+func DefaultConfig() Config { return Config{Workers: 32} }
 
 // Validate names the first bad key.
 func (c Config) Validate() error {

@@ -20,7 +20,10 @@ type Config struct {
 	// Pools this sender serves, by name; empty serves every pool. Several
 	// sender processes serving one pool share its work.
 	Pools []string `yaml:"pools"`
-	// Workers is how many deliveries run at once, per pool.
+	// Workers is how many deliveries run at once, per pool. A delivery
+	// mostly waits (for a connection slot, the remote server, the fsync of
+	// its event), so there are several times more workers than a site's
+	// connections (docs/performance.md, "Concurrency").
 	Workers int `yaml:"workers"`
 	// MaxAckPending bounds the jobs of a pool held unacknowledged across
 	// all sender processes. Deferred jobs do not count: they wait as
@@ -128,7 +131,7 @@ func (r Retry) validate(prefix string) error {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Workers:         16,
+		Workers:         64,
 		MaxAckPending:   4096,
 		ResolverTimeout: 5 * time.Second,
 		SMTPPort:        25,
