@@ -1,0 +1,175 @@
+// Command stages says where a message's time went in a kept bench run: it
+// reads the EVENTS stream of an Outflow NATS store (bench/run.sh with
+// KEEP=1 leaves it under TMP/<system>/nats) and prints, per stage, the
+// p50/p90/p99/max over the messages delivered once:
+//
+//	received → scored        ingest's publish and the SUBMITTED hop
+//	scored → routed          the classifier's publish and the CLASSIFIED hop
+//	routed → delivery start  the router's publish and the OUTBOUND hop
+//	delivery start → end     body, DKIM, the SMTP transaction
+//
+// from the events' own timestamps (the routed event carries the time
+// ingest received the message; a delivery event its end and duration).
+//
+//	go run ./bench/stages -store /tmp/outflow-bench.XXXX/outflow-lat/nats
+//
+// It starts its own embedded NATS server on the store, so the Outflow that
+// wrote it must have stopped (bench/run.sh stops it before it exits).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outflowmail/outflow/pkg/bus"
+	"github.com/outflowmail/outflow/pkg/events"
+	"github.com/outflowmail/outflow/pkg/natsserver"
+)
+
+func main() {
+	store := flag.String("store", "", "JetStream store directory of a stopped Outflow (required)")
+	flag.Parse()
+	if *store == "" {
+		fmt.Fprintln(os.Stderr, "stages: -store is required")
+		os.Exit(2)
+	}
+	if err := run(context.Background(), *store, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "stages:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, store string, out io.Writer) error {
+	s, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:0", StoreDir: store})
+	if err != nil {
+		return err
+	}
+	defer s.WaitForShutdown()
+	defer s.Shutdown()
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	st, err := collect(ctx, js)
+	if err != nil {
+		return err
+	}
+	return st.print(out)
+}
+
+// message is what the events say about one message.
+type message struct {
+	received, scored, routed, start, end time.Time
+	deliveries                           int
+}
+
+// stages holds the per-stage durations in ms.
+type stages struct {
+	names []string
+	ms    map[string][]float64
+}
+
+// collect reads every event of the stream once.
+func collect(ctx context.Context, js jetstream.JetStream) (*stages, error) {
+	stream, err := js.Stream(ctx, bus.StreamEvents)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", bus.StreamEvents, err)
+	}
+	last := stream.CachedInfo().State.LastSeq
+	msgs := map[string]*message{}
+	if last > 0 {
+		c, err := js.OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{})
+		if err != nil {
+			return nil, fmt.Errorf("consumer: %w", err)
+		}
+		for {
+			m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+			if err != nil {
+				return nil, fmt.Errorf("read events: %w", err)
+			}
+			evs, err := events.UnmarshalAll(m.Data())
+			if err != nil {
+				return nil, err
+			}
+			for _, e := range evs {
+				add(msgs, e)
+			}
+			md, err := m.Metadata()
+			if err != nil {
+				return nil, err
+			}
+			if md.Sequence.Stream >= last {
+				break
+			}
+		}
+	}
+	st := &stages{
+		names: []string{"received -> scored", "scored -> routed", "routed -> delivery start", "delivery start -> end", "received -> delivered"},
+		ms:    map[string][]float64{},
+	}
+	span := func(a, b time.Time) float64 { return float64(b.Sub(a).Microseconds()) / 1000 }
+	for _, m := range msgs {
+		// Retried or split messages have several deliveries: their stages
+		// are not one path, so they are left out.
+		if m.deliveries != 1 || m.received.IsZero() || m.scored.IsZero() || m.routed.IsZero() {
+			continue
+		}
+		for i, d := range []float64{span(m.received, m.scored), span(m.scored, m.routed), span(m.routed, m.start), span(m.start, m.end), span(m.received, m.end)} {
+			st.ms[st.names[i]] = append(st.ms[st.names[i]], d)
+		}
+	}
+	if len(st.ms[st.names[0]]) == 0 {
+		return nil, errors.New("no message with a verdict, a route and one delivery in the events")
+	}
+	return st, nil
+}
+
+func add(msgs map[string]*message, e *events.Event) {
+	m := msgs[e.MsgID]
+	if m == nil {
+		m = &message{}
+		msgs[e.MsgID] = m
+	}
+	switch {
+	case e.Type == events.TypeVerdict:
+		m.scored = e.Time
+	case e.Type == events.TypeRouted && e.Routed != nil:
+		m.routed, m.received = e.Time, e.Routed.Received
+	case e.Type == events.TypeDelivery && e.Delivery != nil:
+		m.deliveries++
+		m.end = e.Time
+		m.start = e.Time.Add(-time.Duration(e.Delivery.DurationMs) * time.Millisecond)
+	}
+}
+
+func (st *stages) print(w io.Writer) error {
+	for _, name := range st.names {
+		d := st.ms[name]
+		sort.Float64s(d)
+		if _, err := fmt.Fprintf(w, "%-26s n=%d p50=%.1f p90=%.1f p99=%.1f max=%.1f ms\n", name, len(d),
+			rank(d, 0.50), rank(d, 0.90), rank(d, 0.99), d[len(d)-1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rank is the nearest-rank percentile of sorted d (a measured value).
+func rank(d []float64, q float64) float64 {
+	i := int(q*float64(len(d))+0.999999) - 1
+	return d[min(max(i, 0), len(d)-1)]
+}
