@@ -25,50 +25,39 @@ import (
 // Stream creates the stream, or updates it when it exists with another
 // configuration.
 func Stream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
-	s, err := js.CreateStream(ctx, cfg)
-	if err == nil {
-		return s, nil
-	}
-	if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return nil, fmt.Errorf("create stream %s: %w", cfg.Name, err)
-	}
-	s, err = js.UpdateStream(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("update stream %s: %w", cfg.Name, err)
-	}
-	return s, nil
+	return declare("stream "+cfg.Name, jetstream.ErrStreamNameAlreadyInUse,
+		func() (jetstream.Stream, error) { return js.CreateStream(ctx, cfg) },
+		func() (jetstream.Stream, error) { return js.UpdateStream(ctx, cfg) })
 }
 
 // KeyValue creates the bucket, or updates it when it exists with another
 // configuration.
 func KeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	kv, err := js.CreateKeyValue(ctx, cfg)
-	if err == nil {
-		return kv, nil
-	}
-	if !errors.Is(err, jetstream.ErrBucketExists) {
-		return nil, fmt.Errorf("create kv %s: %w", cfg.Bucket, err)
-	}
-	kv, err = js.UpdateKeyValue(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("update kv %s: %w", cfg.Bucket, err)
-	}
-	return kv, nil
+	return declare("kv "+cfg.Bucket, jetstream.ErrBucketExists,
+		func() (jetstream.KeyValue, error) { return js.CreateKeyValue(ctx, cfg) },
+		func() (jetstream.KeyValue, error) { return js.UpdateKeyValue(ctx, cfg) })
 }
 
 // ObjectStore creates the store, or updates it when it exists with another
 // configuration.
 func ObjectStore(ctx context.Context, js jetstream.JetStream, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
-	os, err := js.CreateObjectStore(ctx, cfg)
+	return declare("object store "+cfg.Bucket, jetstream.ErrBucketExists,
+		func() (jetstream.ObjectStore, error) { return js.CreateObjectStore(ctx, cfg) },
+		func() (jetstream.ObjectStore, error) { return js.UpdateObjectStore(ctx, cfg) })
+}
+
+// declare runs create, and update only when create failed with exists (the
+// name is taken by a resource with another configuration).
+func declare[T any](what string, exists error, create, update func() (T, error)) (T, error) {
+	r, err := create()
 	if err == nil {
-		return os, nil
+		return r, nil
 	}
-	if !errors.Is(err, jetstream.ErrBucketExists) {
-		return nil, fmt.Errorf("create object store %s: %w", cfg.Bucket, err)
+	if !errors.Is(err, exists) {
+		return r, fmt.Errorf("create %s: %w", what, err)
 	}
-	os, err = js.UpdateObjectStore(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("update object store %s: %w", cfg.Bucket, err)
+	if r, err = update(); err != nil {
+		return r, fmt.Errorf("update %s: %w", what, err)
 	}
-	return os, nil
+	return r, nil
 }
