@@ -41,6 +41,7 @@ func TestParse_ErrorsNameTheKey(t *testing.T) {
 		{"unknown nested key", minimal + "ingest: {listen: x}\n", "field listen not found"},
 		{"bad duration", minimal + "nats: {publish_timeout: soon}\n", "publish_timeout"},
 		{"bad log level", minimal + "log: {level: loud}\n", "log.level"},
+		{"body memory below the inline limit", minimal + "nats: {body_memory: 1000}\n", "nats.body_memory"},
 		{"bad listener tls", minimal + "ingest: {listeners: [{name: a, addr: '127.0.0.1:1', tls: maybe}]}\n", "ingest.listeners[0].tls"},
 		{"no pools", "log: {level: info}\n", "pools:"},
 		{"bad pool ip", strings.Replace(minimal, "127.0.0.3", "300.1.1.1", 1), "pools[1].ips[0].address"},

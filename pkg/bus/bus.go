@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/outflowmail/outflow/pkg/jsdeclare"
+	"golang.org/x/sync/semaphore"
 )
 
 // Stream, subject, bucket and store names. Subjects are fixed so that every
@@ -75,6 +76,12 @@ type Config struct {
 	// MaxDeliver bounds redeliveries of a message that keeps failing; after
 	// that it is copied to the dead-letter stream.
 	MaxDeliver int `yaml:"max_deliver"`
+	// BodyMemory bounds the bytes of stored bodies (those above InlineLimit)
+	// that this process's workers hold at once; a worker whose body would
+	// pass it waits for others to finish. Workers are many, since they
+	// mostly wait for fsyncs, and a stored body can be tens of MiB: without
+	// a bound, 64 senders of 25 MiB messages would hold 1.6 GiB.
+	BodyMemory int64 `yaml:"body_memory"`
 }
 
 // DefaultConfig returns the defaults.
@@ -86,6 +93,7 @@ func DefaultConfig() Config {
 		Duplicates:     2 * time.Minute,
 		AckWait:        60 * time.Second,
 		MaxDeliver:     20,
+		BodyMemory:     256 << 20,
 	}
 }
 
@@ -104,6 +112,8 @@ func (c Config) Validate() error {
 		return errors.New("nats.ack_wait: must be at least 1s")
 	case c.MaxDeliver < 1:
 		return errors.New("nats.max_deliver: must be at least 1")
+	case c.BodyMemory < int64(c.InlineLimit):
+		return fmt.Errorf("nats.body_memory: %d is less than nats.inline_limit (%d)", c.BodyMemory, c.InlineLimit)
 	}
 	return nil
 }
@@ -121,6 +131,9 @@ type Bus struct {
 	DKIMKeys jetstream.KeyValue
 	cfg      Config
 	log      *slog.Logger
+	// bodyMem holds BodyMemory bytes; Body takes a stored body's size from
+	// it until the caller releases the body.
+	bodyMem *semaphore.Weighted
 
 	evMu     sync.Mutex
 	evQueues map[string]*groupQueue[*pendingEvent] // by subject (events.go)
@@ -159,7 +172,7 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
 	}
-	b := &Bus{NC: nc, cfg: cfg, log: log}
+	b := &Bus{NC: nc, cfg: cfg, log: log, bodyMem: semaphore.NewWeighted(cfg.BodyMemory)}
 	if err := b.declare(ctx); err != nil {
 		nc.Close()
 		return nil, err

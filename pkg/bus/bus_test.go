@@ -102,10 +102,11 @@ func TestPublishMessage_InlineAndByReference(t *testing.T) {
 		if got := env.BodyRef != ""; got != tt.wantRef {
 			t.Errorf("%s: by reference = %v, want %v", tt.name, got, tt.wantRef)
 		}
-		got, err := b.Body(ctx, env, mustLast(t, b, env.ID))
+		got, release, err := b.Body(ctx, env, mustLast(t, b, env.ID))
 		if err != nil {
 			t.Fatalf("%s: body: %v", tt.name, err)
 		}
+		release()
 		if !bytes.Equal(got, body) {
 			t.Errorf("%s: body differs (%d bytes, want %d)", tt.name, len(got), len(body))
 		}
@@ -243,5 +244,72 @@ func TestConsume_PanicIsRedelivered(t *testing.T) {
 	case <-acked:
 	case <-time.After(15 * time.Second):
 		t.Fatal("message not redelivered after a handler panic")
+	}
+}
+
+// TestBody_WaitsForBodyMemory: stored bodies count against
+// nats.body_memory until released; a worker whose body would pass it
+// waits, and a body larger than the whole budget still goes, alone.
+func TestBody_WaitsForBodyMemory(t *testing.T) {
+	ns := natstest.Start(t)
+	cfg := DefaultConfig()
+	cfg.URL = ns.ClientURL()
+	cfg.InlineLimit = 1024
+	cfg.BodyMemory = 3000
+	b, err := Connect(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	ctx := context.Background()
+	stored := func(size int) *envelope.Envelope {
+		t.Helper()
+		body := bytes.Repeat([]byte("y"), size)
+		env := &envelope.Envelope{ID: envelope.NewID(), Tenant: "t", Size: int64(size)}
+		if err := b.PublishMessage(ctx, SubjectSubmitted, env.ID, env, body); err != nil {
+			t.Fatal(err)
+		}
+		if env.BodyRef == "" {
+			t.Fatalf("a %d-byte body was not stored", size)
+		}
+		return env
+	}
+	a, c, huge := stored(2000), stored(2000), stored(10000)
+	wait := func(env *envelope.Envelope) (func(), error) {
+		wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		_, release, err := b.Body(wctx, env, nil)
+		return release, err
+	}
+
+	releaseA, err := wait(a)
+	if err != nil {
+		t.Fatalf("first body: %v", err)
+	}
+	if _, err := wait(c); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second body while the first is held: err = %v, want it to wait past the deadline", err)
+	}
+	releaseA()
+	releaseA() // a second call gives nothing back twice
+	releaseC, err := wait(c)
+	if err != nil {
+		t.Fatalf("second body after the first was released: %v", err)
+	}
+	if _, err := wait(huge); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a body larger than the budget while another is held: err = %v, want a wait", err)
+	}
+	releaseC()
+	releaseHuge, err := wait(huge)
+	if err != nil {
+		t.Fatalf("a body larger than the budget, alone: %v", err)
+	}
+	if _, err := wait(a); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a body while the oversized one holds the whole budget: err = %v, want a wait", err)
+	}
+	releaseHuge()
+	// Inline bodies do not count.
+	env := &envelope.Envelope{ID: envelope.NewID(), Tenant: "t", Size: 10}
+	if _, release, err := b.Body(ctx, env, []byte("0123456789")); err != nil || release == nil {
+		t.Fatalf("inline body: release %v, err %v", release != nil, err)
 	}
 }

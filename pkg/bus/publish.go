@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -62,17 +63,30 @@ func (b *Bus) bodyTimeout(size int) time.Duration {
 }
 
 // Body returns a bus message's body: its payload, or the referenced object.
-func (b *Bus) Body(ctx context.Context, env *envelope.Envelope, payload []byte) ([]byte, error) {
+//
+// A stored body counts against nats.body_memory from here until the caller
+// calls release (set when err is nil), when done with the body: a
+// worker waits here while the bodies other workers hold fill the budget. A
+// body larger than the whole budget takes all of it, so it goes alone
+// rather than never.
+func (b *Bus) Body(ctx context.Context, env *envelope.Envelope, payload []byte) (body []byte, release func(), err error) {
 	if env.BodyRef == "" {
-		return payload, nil
+		return payload, func() {}, nil
 	}
+	w := min(max(env.Size, int64(b.cfg.InlineLimit)), b.cfg.BodyMemory)
+	if err := b.bodyMem.Acquire(ctx, w); err != nil {
+		return nil, nil, fmt.Errorf("wait for body memory (%d bytes): %w", w, err)
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { b.bodyMem.Release(w) }) }
 	ctx, cancel := context.WithTimeout(ctx, b.bodyTimeout(int(env.Size)))
 	defer cancel()
-	body, err := b.Bodies.GetBytes(ctx, env.BodyRef)
+	body, err = b.Bodies.GetBytes(ctx, env.BodyRef)
 	if err != nil {
-		return nil, fmt.Errorf("load body %s: %w", env.BodyRef, err)
+		release()
+		return nil, nil, fmt.Errorf("load body %s: %w", env.BodyRef, err)
 	}
-	return body, nil
+	return body, release, nil
 }
 
 // ReleaseBody is called when one delivery job of a message reaches a final

@@ -62,13 +62,14 @@ func handle(ctx context.Context, sc Scorer, b *bus.Bus, log *slog.Logger, m jets
 		_ = m.Term()
 		return
 	}
-	body, err := b.Body(ctx, env, m.Data())
+	body, release, err := b.Body(ctx, env, m.Data())
 	if err != nil {
 		log.Error("load body", "tenant", env.Tenant, "msg_id", env.ID, "err", err)
 		_ = m.NakWithDelay(5 * time.Second)
 		return
 	}
 	v, err := sc.Score(ctx, body)
+	release()
 	if err != nil {
 		log.Error("score", "tenant", env.Tenant, "msg_id", env.ID, "err", err)
 		_ = m.NakWithDelay(5 * time.Second)

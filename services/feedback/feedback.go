@@ -215,10 +215,11 @@ func (w *Worker) Handle(ctx context.Context, subject string, h nats.Header, payl
 		return err
 	}
 	mailbox := subject[strings.LastIndexByte(subject, '.')+1:]
-	raw, err := w.bus.Body(ctx, env, payload)
+	raw, release, err := w.bus.Body(ctx, env, payload)
 	if err != nil {
 		return err
 	}
+	defer release()
 	rep := &events.Report{ReportID: env.ID, Mailbox: mailbox, Size: env.Size}
 	f, perr := w.parser.Parse(mailbox, raw)
 	if perr != nil {

@@ -256,8 +256,12 @@ func (s *sender) handle(ctx context.Context, p pool.Pool, m jetstream.Msg, log *
 		attempted bool
 	)
 	if deadline := expiresAt(env, retry); deadline.IsZero() || start.Before(deadline) {
-		body, err := s.b.Body(ctx, env, m.Data())
+		// In hand from here: the body may wait for memory (nats.body_memory)
+		// and the delivery for a connection slot.
+		stop := keepAlive(m, s.b.Config().AckWait/3)
+		body, release, err := s.b.Body(ctx, env, m.Data())
 		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			stop()
 			// Bodies are deleted only when their last job is final: this
 			// is a redelivery of a job that already finished.
 			log.Warn("body already released; dropping a finished job's redelivery")
@@ -266,18 +270,21 @@ func (s *sender) handle(ctx context.Context, p pool.Pool, m jetstream.Msg, log *
 			return
 		}
 		if err != nil {
+			stop()
 			log.Warn("load body; will retry", "err", err)
 			_ = m.NakWithDelay(busRetryDelay)
 			return
 		}
 		returnPath, body, err := s.id.prepare(ctx, env, p.Name, body)
 		if err != nil {
+			release()
+			stop()
 			log.Error("prepare message (Feedback-ID, DKIM, VERP); will retry", "err", err)
 			_ = m.NakWithDelay(busRetryDelay)
 			return
 		}
-		stop := keepAlive(m, s.b.Config().AckWait/3)
 		res = s.d.Deliver(ctx, delivery.Job{Domain: env.Domain, From: env.From, Rcpts: env.Rcpts, Body: body, Sources: p.IPs, ReturnPath: returnPath})
+		release()
 		stop()
 		attempted = true
 		if res.Shaped() {
