@@ -215,20 +215,7 @@ func (b *Bus) handleBatch(ctx context.Context, c Consumer, log *slog.Logger, h H
 	if ackWait == 0 {
 		ackWait = b.cfg.AckWait
 	}
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		t := time.NewTicker(ackWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				_ = m.InProgress()
-			}
-		}
-	}()
+	defer KeepInProgress(m, ackWait/3)()
 	subs := make([]*batchMsg, n)
 	var wg sync.WaitGroup
 	for i := range n {

@@ -178,3 +178,28 @@ func (b *Bus) deadLetter(ctx context.Context, c Consumer, log *slog.Logger, m je
 	log.Error("message moved to dead-letter stream", "consumer", c.Durable, "subject", m.Subject(), "deliveries", n)
 	_ = m.Term()
 }
+
+// KeepInProgress tells JetStream that m is still being worked on
+// (InProgress) every interval until stop is called, so that a message held
+// past the ack wait (a long transfer, a batch whose messages wait for
+// workers) is not redelivered meanwhile.
+func KeepInProgress(m jetstream.Msg, every time.Duration) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(max(every, 100*time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = m.InProgress()
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}

@@ -258,7 +258,7 @@ func (s *sender) handle(ctx context.Context, p pool.Pool, m jetstream.Msg, log *
 	if deadline := expiresAt(env, retry); deadline.IsZero() || start.Before(deadline) {
 		// In hand from here: the body may wait for memory (nats.body_memory)
 		// and the delivery for a connection slot.
-		stop := keepAlive(m, s.b.Config().AckWait/3)
+		stop := bus.KeepInProgress(m, s.b.Config().AckWait/3)
 		body, release, err := s.b.Body(ctx, env, m.Data())
 		if errors.Is(err, jetstream.ErrObjectNotFound) {
 			stop()
@@ -445,28 +445,4 @@ func logAttempt(log *slog.Logger, ev *events.Event, pl plan, res delivery.Result
 		attrs = append(attrs, "next_attempt", pl.next)
 	}
 	log.Info("delivery attempt", attrs...)
-}
-
-// keepAlive tells JetStream the job is still being worked on (InProgress)
-// every interval until stop is called, so that a long transfer is not
-// redelivered to another sender.
-func keepAlive(m jetstream.Msg, every time.Duration) (stop func()) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(max(every, 100*time.Millisecond))
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				_ = m.InProgress()
-			}
-		}
-	})
-	return func() {
-		close(done)
-		wg.Wait()
-	}
 }
