@@ -313,3 +313,17 @@ func TestBody_WaitsForBodyMemory(t *testing.T) {
 		t.Fatalf("inline body: release %v, err %v", release != nil, err)
 	}
 }
+
+// TestConsume_StoppedWhileStarting: a role stopped before its consumer
+// exists (a shutdown right after start) stops cleanly, without an error
+// that would fail the process.
+func TestConsume_StoppedWhileStarting(t *testing.T) {
+	b := connect(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := b.Consume(ctx, Consumer{Stream: StreamSubmitted, Durable: "stopped"}, slog.New(slog.DiscardHandler),
+		func(context.Context, jetstream.Msg) { t.Error("handler called") })
+	if err != nil {
+		t.Fatalf("Consume after a stop while starting = %v, want nil", err)
+	}
+}

@@ -64,7 +64,10 @@ func (b *Bus) Consume(ctx context.Context, c Consumer, log *slog.Logger, h Handl
 	}
 	cons, err := b.createConsumer(ctx, c.Stream, cc)
 	if err != nil {
-		return err
+		// createConsumer gives up only when ctx ends: a role stopped while
+		// it was starting, with nothing in hand, which is a clean stop.
+		log.Info("stopped before the consumer was ready", "consumer", c.Durable, "err", err)
+		return nil
 	}
 	// Up to Workers×2 messages wait prefetched, without InProgress: one
 	// that waits there past the ack wait (60 s by default; only when every
