@@ -30,7 +30,7 @@ type Config struct {
 	// Workers is how many messages are routed at once. A worker spends
 	// nearly all its time waiting for its publishes to be fsync'd, and the
 	// more wait together the more share one fsync (group commit), so there
-	// are many (docs/performance.md, "Concurrency").
+	// are many (docs/performance.md, "Third round: concurrency").
 	Workers int `yaml:"workers"`
 }
 

@@ -23,7 +23,7 @@ type Config struct {
 	// Workers is how many deliveries run at once, per pool. A delivery
 	// mostly waits (for a connection slot, the remote server, the fsync of
 	// its event), so there are several times more workers than a site's
-	// connections (docs/performance.md, "Concurrency").
+	// connections (docs/performance.md, "Third round: concurrency").
 	Workers int `yaml:"workers"`
 	// MaxAckPending bounds the jobs of a pool held unacknowledged across
 	// all sender processes. Deferred jobs do not count: they wait as
