@@ -14,8 +14,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/outflowmail/outflow/pkg/jsdeclare"
 	"golang.org/x/sync/semaphore"
+
+	"github.com/outflowmail/outflow/pkg/jsdeclare"
 )
 
 // Stream, subject, bucket and store names. Subjects are fixed so that every
