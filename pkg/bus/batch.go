@@ -211,11 +211,7 @@ func (b *Bus) handleBatch(ctx context.Context, c Consumer, log *slog.Logger, h H
 	}
 	// The batch stays in hand while its messages wait for a slot or run:
 	// redelivered meanwhile, its messages would be handled twice at once.
-	ackWait := c.AckWait
-	if ackWait == 0 {
-		ackWait = b.cfg.AckWait
-	}
-	defer KeepInProgress(m, ackWait/3)()
+	defer KeepInProgress(m, c.AckWait/3)()
 	subs := make([]*batchMsg, n)
 	var wg sync.WaitGroup
 	for i := range n {

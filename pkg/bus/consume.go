@@ -43,9 +43,8 @@ func (b *Bus) Consume(ctx context.Context, c Consumer, log *slog.Logger, h Handl
 	if c.Workers < 1 {
 		c.Workers = 1
 	}
-	ackWait := c.AckWait
-	if ackWait == 0 {
-		ackWait = b.cfg.AckWait
+	if c.AckWait == 0 {
+		c.AckWait = b.cfg.AckWait
 	}
 	maxPending := c.MaxAckPending
 	if maxPending == 0 {
@@ -55,7 +54,7 @@ func (b *Bus) Consume(ctx context.Context, c Consumer, log *slog.Logger, h Handl
 		Durable:       c.Durable,
 		FilterSubject: c.FilterSubject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       ackWait,
+		AckWait:       c.AckWait,
 		// One more than our own limit, so that the delivery past it reaches
 		// us and goes to the dead-letter stream rather than staying stuck.
 		MaxDeliver:    b.cfg.MaxDeliver + 1,
