@@ -77,11 +77,12 @@ type message struct {
 	deliveries                           int
 }
 
-// stages holds the per-stage durations in ms.
-type stages struct {
-	names []string
-	ms    map[string][]float64
-}
+// stageNames name the spans of a message, in the order collect measures
+// them.
+var stageNames = [...]string{"received -> scored", "scored -> routed", "routed -> delivery start", "delivery start -> end", "received -> delivered"}
+
+// stages holds each stage's durations in ms, by stageNames' index.
+type stages [len(stageNames)][]float64
 
 // collect reads every event of the stream once.
 func collect(ctx context.Context, js jetstream.JetStream) (*stages, error) {
@@ -117,10 +118,7 @@ func collect(ctx context.Context, js jetstream.JetStream) (*stages, error) {
 			}
 		}
 	}
-	st := &stages{
-		names: []string{"received -> scored", "scored -> routed", "routed -> delivery start", "delivery start -> end", "received -> delivered"},
-		ms:    map[string][]float64{},
-	}
+	st := &stages{}
 	span := func(a, b time.Time) float64 { return float64(b.Sub(a).Microseconds()) / 1000 }
 	for _, m := range msgs {
 		// Retried or split messages have several deliveries: their stages
@@ -128,11 +126,11 @@ func collect(ctx context.Context, js jetstream.JetStream) (*stages, error) {
 		if m.deliveries != 1 || m.received.IsZero() || m.scored.IsZero() || m.routed.IsZero() {
 			continue
 		}
-		for i, d := range []float64{span(m.received, m.scored), span(m.scored, m.routed), span(m.routed, m.start), span(m.start, m.end), span(m.received, m.end)} {
-			st.ms[st.names[i]] = append(st.ms[st.names[i]], d)
+		for i, d := range [len(stageNames)]float64{span(m.received, m.scored), span(m.scored, m.routed), span(m.routed, m.start), span(m.start, m.end), span(m.received, m.end)} {
+			st[i] = append(st[i], d)
 		}
 	}
-	if len(st.ms[st.names[0]]) == 0 {
+	if len(st[0]) == 0 {
 		return nil, errors.New("no message with a verdict, a route and one delivery in the events")
 	}
 	return st, nil
@@ -157,8 +155,8 @@ func add(msgs map[string]*message, e *events.Event) {
 }
 
 func (st *stages) print(w io.Writer) error {
-	for _, name := range st.names {
-		d := st.ms[name]
+	for i, name := range stageNames {
+		d := st[i]
 		sort.Float64s(d)
 		if _, err := fmt.Fprintf(w, "%-26s n=%d p50=%.1f p90=%.1f p99=%.1f max=%.1f ms\n", name, len(d),
 			rank(d, 0.50), rank(d, 0.90), rank(d, 0.99), d[len(d)-1]); err != nil {
