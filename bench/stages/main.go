@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"time"
 
@@ -37,18 +38,19 @@ import (
 
 func main() {
 	store := flag.String("store", "", "JetStream store directory of a stopped Outflow (required)")
+	slow := flag.Int("slow", 0, "also list the N slowest messages: when each was received and its stages")
 	flag.Parse()
 	if *store == "" {
 		fmt.Fprintln(os.Stderr, "stages: -store is required")
 		os.Exit(2)
 	}
-	if err := run(context.Background(), *store, os.Stdout); err != nil {
+	if err := run(context.Background(), *store, *slow, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "stages:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, store string, out io.Writer) error {
+func run(ctx context.Context, store string, slow int, out io.Writer) error {
 	s, err := natsserver.Start(natsserver.Config{Listen: "127.0.0.1:0", StoreDir: store})
 	if err != nil {
 		return err
@@ -68,7 +70,10 @@ func run(ctx context.Context, store string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return st.print(out)
+	if err := st.print(out); err != nil {
+		return err
+	}
+	return st.printSlowest(out, slow)
 }
 
 // message is what the events say about one message.
@@ -81,8 +86,18 @@ type message struct {
 // them.
 var stageNames = [...]string{"received -> scored", "scored -> routed", "routed -> delivery start", "delivery start -> end", "received -> delivered"}
 
-// stages holds each stage's durations in ms, by stageNames' index.
-type stages [len(stageNames)][]float64
+// stages holds each stage's durations in ms, by stageNames' index, and
+// each message's, in the order of receipt.
+type stages struct {
+	d    [len(stageNames)][]float64
+	msgs []timed
+}
+
+// timed is one message's stages and when ingest received it.
+type timed struct {
+	received time.Time
+	d        [len(stageNames)]float64
+}
 
 // collect reads every event of the stream once.
 func collect(ctx context.Context, js jetstream.JetStream) (*stages, error) {
@@ -126,11 +141,14 @@ func collect(ctx context.Context, js jetstream.JetStream) (*stages, error) {
 		if m.deliveries != 1 || m.received.IsZero() || m.scored.IsZero() || m.routed.IsZero() {
 			continue
 		}
-		for i, d := range [len(stageNames)]float64{span(m.received, m.scored), span(m.scored, m.routed), span(m.routed, m.start), span(m.start, m.end), span(m.received, m.end)} {
-			st[i] = append(st[i], d)
+		t := timed{received: m.received, d: [len(stageNames)]float64{span(m.received, m.scored), span(m.scored, m.routed), span(m.routed, m.start), span(m.start, m.end), span(m.received, m.end)}}
+		for i, d := range t.d {
+			st.d[i] = append(st.d[i], d)
 		}
+		st.msgs = append(st.msgs, t)
 	}
-	if len(st[0]) == 0 {
+	sort.Slice(st.msgs, func(i, j int) bool { return st.msgs[i].received.Before(st.msgs[j].received) })
+	if len(st.msgs) == 0 {
 		return nil, errors.New("no message with a verdict, a route and one delivery in the events")
 	}
 	return st, nil
@@ -156,10 +174,37 @@ func add(msgs map[string]*message, e *events.Event) {
 
 func (st *stages) print(w io.Writer) error {
 	for i, name := range stageNames {
-		d := st[i]
+		d := slices.Clone(st.d[i])
 		sort.Float64s(d)
 		if _, err := fmt.Fprintf(w, "%-26s n=%d p50=%.1f p90=%.1f p99=%.1f max=%.1f ms\n", name, len(d),
 			rank(d, 0.50), rank(d, 0.90), rank(d, 0.99), d[len(d)-1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// printSlowest lists the n slowest messages (received -> delivered), each
+// with when it was received, in seconds after the first message, and its
+// stages: slow messages received close together point at a stall of the
+// whole process or machine, slow messages spread out at a queue.
+func (st *stages) printSlowest(w io.Writer, n int) error {
+	if n <= 0 {
+		return nil
+	}
+	whole := len(stageNames) - 1
+	byTime := slices.Clone(st.msgs)
+	sort.SliceStable(byTime, func(i, j int) bool { return byTime[i].d[whole] > byTime[j].d[whole] })
+	if _, err := fmt.Fprintf(w, "slowest %d (received at s; stages in ms, in the order above):\n", min(n, len(byTime))); err != nil {
+		return err
+	}
+	t0 := st.msgs[0].received
+	for _, m := range byTime[:min(n, len(byTime))] {
+		line := fmt.Sprintf("%8.3f", m.received.Sub(t0).Seconds())
+		for _, d := range m.d {
+			line += fmt.Sprintf(" %7.1f", d)
+		}
+		if _, err := fmt.Fprintln(w, line); err != nil {
 			return err
 		}
 	}

@@ -69,7 +69,7 @@ func TestRun(t *testing.T) {
 	s.WaitForShutdown()
 
 	var out bytes.Buffer
-	if err := run(ctx, dir, &out); err != nil {
+	if err := run(ctx, dir, 0, &out); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]string{
@@ -93,6 +93,16 @@ func TestRun(t *testing.T) {
 	}
 	for name := range want {
 		t.Errorf("no line for %s in\n%s", name, out.String())
+	}
+
+	out.Reset()
+	if err := run(ctx, dir, 5, &out); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if got, want := strings.Join(lines[len(lines)-2:], "\n"), "slowest 1 (received at s; stages in ms, in the order above):\n"+
+		"   0.000     2.0     3.0     7.0     8.0    20.0"; got != want {
+		t.Errorf("-slow 5 ends with\n%s\nwant\n%s", got, want)
 	}
 }
 
