@@ -168,9 +168,21 @@ func New(cfg Config, kv jetstream.KeyValue, opts Options) (*Signer, error) {
 		if a := algoOf(k); a != f.algo {
 			return nil, fmt.Errorf("%s: %s holds an %s key, want %s", f.key, f.path, a, f.algo)
 		}
-		s.provider = append(s.provider, signingKey{domain: cfg.ProviderDomain, selector: f.sel, algo: f.algo, key: k})
+		sk := signingKey{domain: cfg.ProviderDomain, selector: f.sel, algo: f.algo, key: fastSigner(k)}
+		s.provider = append(s.provider, sk)
+		if sk.algo == RSA {
+			opts.Log.Info("dkim provider key", "selector", sk.selector, "rsa_by", rsaImplementation(sk.key))
+		}
 	}
 	return s, nil
+}
+
+// rsaImplementation names what makes k's signatures, for the log.
+func rsaImplementation(k crypto.Signer) string {
+	if signsWithOpenSSL(k) {
+		return "openssl"
+	}
+	return "go"
 }
 
 func loadOrCreate(cfg Config, path, selector string, algo Algo, log *slog.Logger) (crypto.Signer, error) {
@@ -308,7 +320,7 @@ func (s *Signer) tenantKeys(ctx context.Context, tenant, domain string) ([]signi
 			continue
 		}
 		seen[algo] = true
-		keys = append(keys, signingKey{domain: domain, selector: ki.Selector, algo: algo, key: k})
+		keys = append(keys, signingKey{domain: domain, selector: ki.Selector, algo: algo, key: fastSigner(k)})
 	}
 	// RSA first: the signature every verifier understands.
 	slices.SortStableFunc(keys, func(a, b signingKey) int { return strings.Compare(string(b.algo), string(a.algo)) })
