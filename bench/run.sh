@@ -28,7 +28,9 @@
 # the temp directory, OUT (bench/out) for logs and the table, PROFILE=1 saves
 # a 15 s CPU profile and a goroutine dump of each Outflow run in OUT,
 # LATENCY (1), LAT_N, LAT_RATE (a fixed pace instead of half the measured
-# msgs/s, to compare two builds at the same load), CLASSIFIER_WORKERS,
+# msgs/s, to compare two builds at the same load), LAT_WARMUP (2s of the
+# same load before the timed messages, for every system; their p99 is the
+# table's wu_p99 column; 0s: none), CLASSIFIER_WORKERS,
 # ROUTER_WORKERS, SENDER_WORKERS (override Outflow's defaults, to compare
 # settings). SOAK=1 (make soak) runs the soak mode instead (see
 # soak below): SOAK_RATE (default half of a SOAK_N=2000 throughput run),
@@ -38,7 +40,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 N=${N:-10000} S=${S:-10240} C=${C:-20}
 SYSTEMS=${SYSTEMS:-"direct postfix pf+dkim outflow of-nodkim"}
-LATENCY=${LATENCY:-1} LAT_N=${LAT_N:-}
+LATENCY=${LATENCY:-1} LAT_N=${LAT_N:-} LAT_WARMUP=${LAT_WARMUP:-2s}
 OUT=${OUT:-$ROOT/bench/out}
 mkdir -p "$OUT"
 [ "$(id -u)" = 0 ] || { echo "bench: needs root (private Postfix master, cgroups)" >&2; exit 1; }
@@ -286,16 +288,17 @@ latency() {
   rate=${LAT_RATE:-$rate}
   n=${LAT_N:-$(echo "n = $rate * 20; if (n > 2000) n = 2000; if (n < 1) n = 1; scale = 0; n / 1" | bc -l)}
   if [ "$(echo "$rate > 0" | bc)" != 1 ]; then echo "bench: $name: no throughput measured, skipped" >&2; return; fi
-  echo "  $name: $n messages at $rate msgs/s"
+  echo "  $name: $n messages at $rate msgs/s after $LAT_WARMUP of warm-up"
   if ! "$TMP/latency" -to "127.0.0.1:$port" -listen "127.0.0.1:$LATPORT" -n "$n" -size "$S" -c "$C" \
-      -rate "$rate" -wait 60s >"$OUT/$name.latency.out" 2>"$OUT/$name.latency.log"; then
+      -rate "$rate" -warmup "$LAT_WARMUP" -wait 60s >"$OUT/$name.latency.out" 2>"$OUT/$name.latency.log"; then
     echo "bench: $name: latency tool failed: $(tail -1 "$OUT/$name.latency.log")" >&2
   fi
   line=$(cat "$OUT/$name.latency.out"); echo "  $name: $line"
   kv() { tr ' ' '\n' <<<"$line" | sed -n "s/^$1=//p"; }
-  LATRES+=("$(printf '%-10s %7s %7s %5s/%-5s %5s %8s %8s %8s %8s %8s %8s' "$sys" "$rate" "$(kv rate)" \
-    "$(kv delivered)" "$(kv accepted)" "$(kv missing)" "$(kv p50_ms)" "$(kv p90_ms)" "$(kv p99_ms)" "$(kv max_ms)" \
-    "$(kv submit_p50_ms)" "$(kv submit_p99_ms)")")
+  local miss wmiss wp99; miss=$(kv missing) wmiss=$(kv warmup_missing) wp99=$(kv warmup_p99_ms)
+  LATRES+=("$(printf '%-10s %7s %7s %5s/%-5s %5s %8s %8s %8s %8s %8s %8s %8s' "$sys" "$rate" "$(kv rate)" \
+    "$(kv delivered)" "$(kv accepted)" "$(( ${miss:-0} + ${wmiss:-0} ))" "$(kv p50_ms)" "$(kv p90_ms)" \
+    "$(kv p99_ms)" "$(kv max_ms)" "$(kv submit_p50_ms)" "$(kv submit_p99_ms)" "${wp99:--}")")
 }
 # latphase RUN_FN ARGS...: the system relaying to the latency tool.
 latphase() { LATPORT=$(freeport); "$@" "$LATPORT" latency; }
@@ -468,7 +471,8 @@ done
 {
   echo
   echo "latency: submit start -> arrival at the relay target, ms; S=$S C=$C  load $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "(sub_p50/sub_p99: the submission alone, start to the 250 after the data)"
-  printf '%-10s %7s %7s %11s %5s %8s %8s %8s %8s %8s %8s\n' system rate got_rate deliv/acc lost p50 p90 p99 max sub_p50 sub_p99
+  echo "(sub_p50/sub_p99: the submission alone, start to the 250 after the data; wu_p99: the $LAT_WARMUP"
+  echo " warm-up at the same pace before the timed messages, not in the other columns; lost counts both)"
+  printf '%-10s %7s %7s %11s %5s %8s %8s %8s %8s %8s %8s %8s\n' system rate got_rate deliv/acc lost p50 p90 p99 max sub_p50 sub_p99 wu_p99
   for r in "${LATRES[@]}"; do echo "$r"; done
 } | tee -a "$OUT/table.txt"

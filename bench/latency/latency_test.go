@@ -167,6 +167,7 @@ func TestRun_BadFlags(t *testing.T) {
 		{[]string{"-to", "x:1", "-wait", "0s"}, "-wait"},
 		{[]string{"-to", "x:1", "-duration", "-1s"}, "-duration"},
 		{[]string{"-to", "x:1", "-progress", "-1s"}, "-progress"},
+		{[]string{"-to", "x:1", "-warmup", "-1s"}, "-warmup"},
 	}
 	for _, tt := range tests {
 		var out, errs bytes.Buffer
@@ -174,6 +175,21 @@ func TestRun_BadFlags(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("run(%q) = %v, want an error naming %s", tt.give, err, tt.want)
 		}
+	}
+}
+
+// A warm-up is submitted and must arrive, but is reported apart.
+func TestRun_Warmup(t *testing.T) {
+	addr := freeAddr(t)
+	var out, errs bytes.Buffer
+	err := run(context.Background(), []string{"-to", addr, "-listen", addr, "-n", "30", "-rate", "200", "-warmup", "100ms",
+		"-c", "3", "-size", "500"}, &out, &errs)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, errs.String())
+	}
+	line := strings.TrimSpace(out.String())
+	if !strings.HasPrefix(line, "failed=0 accepted=30 delivered=30 missing=0 ") || !strings.Contains(line, " warmup=20 warmup_missing=0 warmup_p99_ms=") {
+		t.Errorf("output %q, want 30 timed messages and 20 of warm-up", line)
 	}
 }
 

@@ -14,6 +14,11 @@
 // the data) over the accepted messages, and rate is the submission rate
 // achieved (msgs/s).
 //
+// With -warmup it first submits for that long at the same pace, messages
+// that must arrive like the others but are left out of the figures; their
+// own p99 is reported apart (warmup=N warmup_missing=N warmup_p99_ms=…),
+// so the start of a run is seen, not hidden.
+//
 // With -duration it submits for that long at -rate instead of -n messages,
 // and with -progress it logs the arrivals so far ("msg=progress
 // delivered=N" on stderr) at that interval: make soak's use (bench/run.sh,
@@ -59,6 +64,7 @@ type config struct {
 	wait     time.Duration // how long to wait for arrivals after the last submission
 	duration time.Duration // when set, n is rate × duration (the soak mode)
 	progress time.Duration // when set, log the arrivals so far this often
+	warmup   time.Duration // when set, submit this long before the n timed messages
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -76,6 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.wait, "wait", 2*time.Minute, "how long to wait for arrivals after the last submission")
 	fs.DurationVar(&c.duration, "duration", 0, "submit for this long at -rate instead of -n messages")
 	fs.DurationVar(&c.progress, "progress", 0, "log the count of arrivals this often (0: never)")
+	fs.DurationVar(&c.warmup, "warmup", 0, "submit this long at -rate before the timed messages (0: none)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -115,6 +122,9 @@ func (c config) validate() error {
 	if c.duration < 0 {
 		errs = append(errs, fmt.Errorf("-duration: %v, want 0 (use -n) or more", c.duration))
 	}
+	if c.warmup < 0 {
+		errs = append(errs, fmt.Errorf("-warmup: %v, want 0 (none) or more", c.warmup))
+	}
 	if c.progress < 0 {
 		errs = append(errs, fmt.Errorf("-progress: %v, want 0 (off) or more", c.progress))
 	}
@@ -145,7 +155,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer rcv.close()
-	log.Info("receiving", "addr", rcv.addr(), "run", runID, "messages", cfg.n)
+	warm := 0
+	if cfg.warmup > 0 {
+		warm = messagesFor(cfg.rate, cfg.warmup)
+	}
+	log.Info("receiving", "addr", rcv.addr(), "run", runID, "messages", cfg.n, "warmup", warm)
 	if cfg.progress > 0 {
 		pctx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
@@ -158,7 +172,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	subs := submitPaced(ctx, loadOptions{
 		addr: cfg.to, sessions: cfg.sessions, rate: cfg.rate,
 		from: cfg.from, rcpt: cfg.rcpt, size: cfg.size, run: runID,
-	}, cfg.n)
+	}, warm+cfg.n)
 	for _, s := range subs {
 		if s.err != nil {
 			// One example is enough to tell what went wrong; the count is
@@ -170,12 +184,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := rcv.waitFor(ctx, acceptedSeqs(subs), cfg.wait); err != nil {
 		log.Warn("stopped waiting for arrivals", "err", err)
 	}
-	rep := summarize(subs, rcv.snapshot())
-	if _, err := fmt.Fprintln(stdout, rep); err != nil {
+	rep, wrep := summarizeWarm(subs, rcv.snapshot(), warm)
+	line := rep.String()
+	if warm > 0 {
+		line += fmt.Sprintf(" warmup=%d warmup_missing=%d warmup_p99_ms=%.1f", warm, len(wrep.missing), ms(percentile(wrep.latencies, 99)))
+	}
+	if _, err := fmt.Fprintln(stdout, line); err != nil {
 		return fmt.Errorf("write result: %w", err)
 	}
-	if len(rep.missing) > 0 {
-		log.Warn("accepted but never arrived", "count", len(rep.missing), "first", firstSeqs(rep.missing, 10))
+	if missing := append(wrep.missing, rep.missing...); len(missing) > 0 {
+		log.Warn("accepted but never arrived", "count", len(missing), "first", firstSeqs(missing, 10))
 	}
 	if rep.accepted == 0 {
 		return errNoneAccepted

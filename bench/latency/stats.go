@@ -67,6 +67,12 @@ func summarize(subs []submission, got arrivals) report {
 	return r
 }
 
+// summarizeWarm reports the timed messages (all but the first warm) and
+// the warm-up apart; duplicates are the run's, in both.
+func summarizeWarm(subs []submission, got arrivals, warm int) (timed, warmup report) {
+	return summarize(subs[warm:], got), summarize(subs[:warm], got)
+}
+
 // achievedRate is the pace the submissions actually started at: n starts
 // span n−1 intervals. Messages that never got a session (a failed dial, a
 // cancelled run) have no start and do not count.

@@ -181,3 +181,33 @@ func TestParseSeq(t *testing.T) {
 		}
 	}
 }
+
+// The warm-up's slow messages stay out of the timed figures, and what is
+// missing is reported where it belongs.
+func TestSummarizeWarm(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	var subs []submission
+	got := arrivals{first: map[int]time.Time{}}
+	for i := range 10 {
+		s := submission{seq: i, start: t0.Add(time.Duration(i) * 10 * time.Millisecond), accepted: true}
+		s.replied = s.start.Add(time.Millisecond)
+		subs = append(subs, s)
+		lat := 2 * time.Millisecond
+		if i < 4 {
+			lat = time.Second // the warm-up is slow
+		}
+		if i != 2 && i != 7 {
+			got.first[i] = s.start.Add(lat)
+		}
+	}
+	timed, warm := summarizeWarm(subs, got, 4)
+	if timed.accepted != 6 || timed.delivered != 5 || len(timed.missing) != 1 || timed.missing[0] != 7 {
+		t.Errorf("timed: accepted %d delivered %d missing %v, want 6, 5, [7]", timed.accepted, timed.delivered, timed.missing)
+	}
+	if p := percentile(timed.latencies, 99); p != 2*time.Millisecond {
+		t.Errorf("timed p99 %v, want 2ms: the warm-up is not timed", p)
+	}
+	if warm.accepted != 4 || warm.delivered != 3 || len(warm.missing) != 1 || warm.missing[0] != 2 || percentile(warm.latencies, 99) != time.Second {
+		t.Errorf("warm-up: %v, want 4 accepted, 3 delivered, [2] missing, p99 1s", warm)
+	}
+}
