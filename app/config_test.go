@@ -42,6 +42,8 @@ func TestParse_ErrorsNameTheKey(t *testing.T) {
 		{"bad duration", minimal + "nats: {publish_timeout: soon}\n", "publish_timeout"},
 		{"bad log level", minimal + "log: {level: loud}\n", "log.level"},
 		{"body memory below the inline limit", minimal + "nats: {body_memory: 1000}\n", "nats.body_memory"},
+		{"event linger too long", minimal + "nats: {event_linger: 2s}\n", "nats.event_linger"},
+		{"negative event linger", minimal + "nats: {event_linger: -1ms}\n", "nats.event_linger"},
 		{"bad listener tls", minimal + "ingest: {listeners: [{name: a, addr: '127.0.0.1:1', tls: maybe}]}\n", "ingest.listeners[0].tls"},
 		{"no pools", "log: {level: info}\n", "pools:"},
 		{"bad pool ip", strings.Replace(minimal, "127.0.0.3", "300.1.1.1", 1), "pools[1].ips[0].address"},

@@ -21,11 +21,18 @@ import (
 
 func connect(t *testing.T) *Bus {
 	t.Helper()
+	return connectWith(t, func(*Config) {})
+}
+
+// connectWith is connect with mod applied to the configuration.
+func connectWith(t *testing.T, mod func(*Config)) *Bus {
+	t.Helper()
 	ns := natstest.Start(t)
 	cfg := DefaultConfig()
 	cfg.URL = ns.ClientURL()
 	cfg.MaxDeliver = 3
 	cfg.AckWait = time.Second
+	mod(&cfg)
 	b, err := Connect(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,8 @@ import (
 
 // Events that are published while an earlier publish of the same type
 // waits for JetStream go out together, as one stream message with one
-// event per line (a group commit, groupcommit.go). With sync_always every
+// event per line (a group commit, groupcommit.go), and the first event of a
+// batch waits Config.EventLinger for others. With sync_always every
 // stored message costs an fsync, and every stage of every message reports
 // events, so one message per event made the events stream the pipeline's
 // bottleneck.
@@ -40,7 +41,7 @@ func (b *Bus) PublishEvent(ctx context.Context, e *events.Event) error {
 	subject := events.Subject + "." + string(e.Type)
 	q := queueFor(&b.evMu, &b.evQueues, subject, func() *groupQueue[*pendingEvent] {
 		eq := &eventQueue{b: b, subject: subject}
-		return &groupQueue[*pendingEvent]{maxItems: maxBatchEvents, maxBytes: maxBatchBytes,
+		return &groupQueue[*pendingEvent]{maxItems: maxBatchEvents, maxBytes: maxBatchBytes, linger: b.cfg.EventLinger,
 			size: func(p *pendingEvent) int { return len(p.data) + 1 }, publish: eq.publish}
 	})
 	return q.add(ctx, &pendingEvent{id: e.ID, tenant: e.Tenant, data: data}, e.ID)

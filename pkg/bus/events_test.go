@@ -104,7 +104,7 @@ func TestPublishEvent_ConcurrentEventsShareMessages(t *testing.T) {
 }
 
 // TestPublishEvent_LoneEventAlone: an event with nothing else to send is
-// stored at once as a plain single event.
+// stored, after the linger, as a plain single event.
 func TestPublishEvent_LoneEventAlone(t *testing.T) {
 	b := connect(t)
 	e := &events.Event{ID: "solo", Type: events.TypeRouted, Tenant: "t", MsgID: "m"}
@@ -121,5 +121,46 @@ func TestPublishEvent_LoneEventAlone(t *testing.T) {
 	want, _ := events.Marshal(e)
 	if string(msgs[0].Data()) != string(want) {
 		t.Errorf("payload = %s, want %s", msgs[0].Data(), want)
+	}
+}
+
+// TestPublishEvent_Linger: events that come within the linger of the first
+// share its stream message, and none is acknowledged before the linger of
+// the first has passed; the next event starts a linger of its own.
+func TestPublishEvent_Linger(t *testing.T) {
+	const linger = 150 * time.Millisecond
+	b := connectWith(t, func(c *Config) { c.EventLinger = linger })
+	publish := func(id string) error {
+		return b.PublishEvent(context.Background(), &events.Event{ID: id, Type: events.TypeDelivery, Tenant: "t", MsgID: id})
+	}
+	t0 := time.Now()
+	done := make([]time.Duration, 5)
+	errs := make([]error, 5)
+	var wg sync.WaitGroup
+	for i := range done {
+		wg.Go(func() {
+			time.Sleep(time.Duration(i) * 20 * time.Millisecond)
+			errs[i] = publish(fmt.Sprintf("e%d", i))
+			done[i] = time.Since(t0)
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+		if done[i] < linger {
+			t.Errorf("event %d acknowledged after %v, before the linger (%v) of the first", i, done[i], linger)
+		}
+	}
+	if err := publish("later"); err != nil {
+		t.Fatal(err)
+	}
+	evs, msgs := readEvents(t, b)
+	if len(evs) != 6 || len(msgs) != 2 {
+		t.Fatalf("%d events in %d stream messages, want 5 together and the later one alone", len(evs), len(msgs))
+	}
+	if first, _ := events.UnmarshalAll(msgs[0].Data()); len(first) != 5 {
+		t.Errorf("first stream message holds %d events, want 5", len(first))
 	}
 }

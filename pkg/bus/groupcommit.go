@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // groupQueue is a group commit for the items published to one subject:
@@ -16,6 +17,10 @@ type groupQueue[T any] struct {
 	maxItems, maxBytes int
 	size               func(T) int
 	publish            func([]T) error
+	// linger, when set, holds a batch until its oldest item has waited
+	// that long (or the batch is full), so that a moderate stream of items
+	// shares publishes too; only for items off the critical path (events).
+	linger time.Duration
 
 	mu      sync.Mutex
 	pending []groupItem[T]
@@ -25,6 +30,7 @@ type groupQueue[T any] struct {
 type groupItem[T any] struct {
 	v    T
 	done chan error
+	at   time.Time // when it was added; read only with linger
 }
 
 // add queues v and returns the error of the publish that carried it, or
@@ -33,7 +39,11 @@ type groupItem[T any] struct {
 func (q *groupQueue[T]) add(ctx context.Context, v T, id string) error {
 	done := make(chan error, 1)
 	q.mu.Lock()
-	q.pending = append(q.pending, groupItem[T]{v, done})
+	it := groupItem[T]{v: v, done: done}
+	if q.linger > 0 {
+		it.at = time.Now()
+	}
+	q.pending = append(q.pending, it)
 	if !q.busy {
 		q.busy = true
 		go q.run()
@@ -52,6 +62,13 @@ func (q *groupQueue[T]) add(ctx context.Context, v T, id string) error {
 func (q *groupQueue[T]) run() {
 	for {
 		q.mu.Lock()
+		if q.linger > 0 && len(q.pending) > 0 && len(q.pending) < q.maxItems {
+			if wait := time.Until(q.pending[0].at.Add(q.linger)); wait > 0 {
+				q.mu.Unlock()
+				time.Sleep(wait)
+				continue
+			}
+		}
 		n, size := 0, 0
 		for n < len(q.pending) && n < q.maxItems {
 			s := q.size(q.pending[n].v)
