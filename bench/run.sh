@@ -31,8 +31,8 @@
 # msgs/s, to compare two builds at the same load), LAT_WARMUP (2s of the
 # same load before the timed messages, for every system; their p99 is the
 # table's wu_p99 column; 0s: none), CLASSIFIER_WORKERS,
-# ROUTER_WORKERS, SENDER_WORKERS (override Outflow's defaults, to compare
-# settings). SOAK=1 (make soak) runs the soak mode instead (see
+# ROUTER_WORKERS, SENDER_WORKERS, EVENT_LINGER (override Outflow's defaults,
+# to compare settings). SOAK=1 (make soak) runs the soak mode instead (see
 # soak below): SOAK_RATE (default half of a SOAK_N=2000 throughput run),
 # SOAK_SECONDS (600), SOAK_EVERY (15), SOAK_WARMUP (240).
 set -euo pipefail
@@ -230,6 +230,7 @@ log: {level: warn, format: text}
 nats:
   url: ""
   embedded: {listen: 127.0.0.1:$np, store_dir: $o/nats, sync_always: true}
+${EVENT_LINGER:+  event_linger: $EVENT_LINGER}
 pools:
   - name: shared
     purpose: shared
