@@ -52,6 +52,10 @@ need smtp-source postfix
 need opendkim opendkim
 need opendkim-genkey opendkim-tools
 need clickhouse-server clickhouse-server
+# Outflow's RSA signatures go through libcrypto when its headers are there
+# (Makefile, pkg/dkimsign/openssl.go), as OpenDKIM's do.
+[ -f /usr/include/openssl/evp.h ] || { echo "installing libssl-dev from Debian..."
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q libssl-dev >/dev/null; }
 
 TMP=$(mktemp -d /tmp/outflow-bench.XXXXXX); chmod 755 "$TMP"
 CG=/sys/fs/cgroup/cpuacct/outflow-bench-$$
