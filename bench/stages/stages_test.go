@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outflowmail/outflow/pkg/bus"
@@ -22,14 +21,7 @@ import (
 func TestRun(t *testing.T) {
 	dir := t.TempDir()
 	s := natstest.StartDir(t, dir)
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.Client(t, s)
 	ctx := context.Background()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: bus.StreamEvents, Subjects: []string{bus.SubjectEvents + ".>"}}); err != nil {
 		t.Fatal(err)
@@ -64,7 +56,7 @@ func TestRun(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	nc.Close()
+	js.Conn().Close()
 	s.Shutdown()
 	s.WaitForShutdown()
 

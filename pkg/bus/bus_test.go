@@ -258,16 +258,7 @@ func TestConsume_PanicIsRedelivered(t *testing.T) {
 // nats.body_memory until released; a worker whose body would pass it
 // waits, and a body larger than the whole budget still goes, alone.
 func TestBody_WaitsForBodyMemory(t *testing.T) {
-	ns := natstest.Start(t)
-	cfg := DefaultConfig()
-	cfg.URL = ns.ClientURL()
-	cfg.InlineLimit = 1024
-	cfg.BodyMemory = 3000
-	b, err := Connect(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
+	b := connectWith(t, func(c *Config) { c.InlineLimit, c.BodyMemory = 1024, 3000 })
 	ctx := context.Background()
 	stored := func(size int) *envelope.Envelope {
 		t.Helper()

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outflowmail/outflow/pkg/envelope"
@@ -99,15 +98,7 @@ func TestDeclare_StreamInAnotherLayout(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ns := natstest.Start(t)
-			nc, err := nats.Connect(ns.ClientURL())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			js, err := jetstream.New(nc)
-			if err != nil {
-				t.Fatal(err)
-			}
+			js := natstest.Client(t, ns)
 			ctx := context.Background()
 			s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: tt.stream, Subjects: []string{tt.subject},
 				Retention: tt.old, Storage: jetstream.FileStorage})

@@ -50,7 +50,14 @@ func start(tb testing.TB, cfg natsserver.Config) *server.Server {
 // when the test ends, for packages that use JetStream without pkg/bus.
 func JetStream(tb testing.TB) jetstream.JetStream {
 	tb.Helper()
-	nc, err := nats.Connect(Start(tb).ClientURL())
+	return Client(tb, Start(tb))
+}
+
+// Client is a JetStream client of s on a plain connection, closed when the
+// test ends (or earlier through its Conn).
+func Client(tb testing.TB, s *server.Server) jetstream.JetStream {
+	tb.Helper()
+	nc, err := nats.Connect(s.ClientURL())
 	if err != nil {
 		tb.Fatal(err)
 	}

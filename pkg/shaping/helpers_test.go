@@ -8,7 +8,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outflowmail/outflow/pkg/events"
 	"github.com/outflowmail/outflow/pkg/natstest"
@@ -39,15 +38,8 @@ func (p *proc) crash() {
 // filled in).
 func startProc(tb testing.TB, srv *server.Server, opts Options) *proc {
 	tb.Helper()
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	p := &proc{nc: nc}
+	js := natstest.Client(tb, srv)
+	p := &proc{nc: js.Conn()}
 	opts.JS = js
 	opts.Publish = func(_ context.Context, e *events.Event) error {
 		p.mu.Lock()
@@ -67,7 +59,7 @@ func startProc(tb testing.TB, srv *server.Server, opts Options) *proc {
 	p.shaper = s
 	tb.Cleanup(func() {
 		s.Close()
-		nc.Close()
+		p.nc.Close()
 	})
 	return p
 }
