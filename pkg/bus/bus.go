@@ -250,7 +250,7 @@ func (b *Bus) declareOnce(ctx context.Context) error {
 	streams := []jetstream.StreamConfig{
 		spool(work(StreamSubmitted, SubjectSubmitted)),
 		spool(work(StreamClassified, SubjectClassified)),
-		outbound,
+		spool(outbound),
 		work(StreamFeedback, SubjectFeedback+".>"),
 		{
 			Name:     StreamEvents,

@@ -60,8 +60,14 @@ func TestPublishDeferred_FiresOnTimeWithoutPending(t *testing.T) {
 	if genv.ID != env.ID || genv.Attempt != 1 || string(got.Data()) != "body" || got.Subject() != target {
 		t.Errorf("fired %s %+v %q, want the scheduled job on %s", got.Subject(), genv, got.Data(), target)
 	}
-	_ = got.Ack()
-	// The schedule removed itself: the stream is empty after the ack.
+	if err := got.DoubleAck(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The schedule removed itself, and the purge a sender runs for its pool
+	// (spool.go) removes the acknowledged job: the stream is empty.
+	if _, err := b.purgeAcked(ctx, StreamOutbound, target, cons, 0); err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		s, err := b.JS.Stream(ctx, StreamOutbound)

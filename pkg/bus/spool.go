@@ -13,28 +13,32 @@ import (
 	"github.com/outflowmail/outflow/pkg/jsdeclare"
 )
 
-// Spools: SUBMITTED and CLASSIFIED are read by one durable consumer each
-// (shared by every process of the role) and are, in effect, work queues. They
-// are declared with limits retention instead, and a message leaves when the
-// consumer's ack floor has passed it and the consumer's process purges the
-// stream up to there (purgeSpool, once a second).
+// Spools: SUBMITTED, CLASSIFIED and OUTBOUND are read by durable consumers
+// (one per role, or per pool, shared by every process) and are, in effect,
+// work queues. They are declared with limits retention instead, and a
+// message leaves when its consumer's ack floor has passed it and the
+// consumer's process purges the stream up to there (purgeSpool, once a
+// second).
 //
 // Why: with sync_always every removal from a work-queue stream writes a
 // fsync'd tombstone, so an ack cost as much disk time as a publish, and a
-// stream's writes are serialised; the ingest → classifier → router hops paid
-// four fsyncs per message where two store it. A purge up to the ack floor
-// removes whole runs of messages with one write. The consumer's acks are
-// still persisted (JetStream writes consumer state up to ten times a
-// second, fsync'd): a crash forgets at most the last ~100 ms of acks, and
-// those messages are handled again, which at-least-once allows and the next
-// stage's Nats-Msg-Id de-duplication absorbs.
+// stream's writes are serialised (the tombstone is written under the lock
+// the next publish needs); the three hops paid six fsyncs per message where
+// three store it. A purge up to the ack floor removes whole runs of
+// messages with one write. The consumer's acks are still persisted
+// (JetStream writes consumer state up to ten times a second, fsync'd): a
+// crash forgets at most the last ~100 ms of acks, and those messages are
+// handled again, which at-least-once allows. The next stage's Nats-Msg-Id
+// de-duplication absorbs repeats of the first two; a repeated delivery job
+// is recognised by the sender, which reads the delivery events of the last
+// minutes at start (services/sender/handled.go) and acknowledges a job whose
+// attempt is recorded instead of sending it again. The delivery event is
+// stored before the job is acknowledged, so a job whose ack a crash forgot
+// always has one.
 //
-// OUTBOUND stays a work queue, although it would save one more fsync per
-// message (~8 % msgs/s in the bench): there a forgotten ack means a message
-// delivered twice to a recipient, and the SIGKILL test saw 13 duplicate
-// deliveries of 348 instead of 1. Its deferred jobs also wait in it as
-// message schedules, which a purge by sequence alone would remove.
-var spoolStreams = map[string]bool{StreamSubmitted: true, StreamClassified: true}
+// OUTBOUND also holds deferred jobs as message schedules on other subjects
+// (schedule.go), so a pool's consumer purges only its pool's subject.
+var spoolStreams = map[string]bool{StreamSubmitted: true, StreamClassified: true, StreamOutbound: true}
 
 // PurgeInterval is how often a spool's consumer purges what it acknowledged.
 const PurgeInterval = time.Second

@@ -80,8 +80,8 @@ func TestSpool_PurgedUpToAckFloor(t *testing.T) {
 }
 
 // TestDeclare_StreamInAnotherLayout: a stream left with another retention
-// by another version (a spool that was a work queue, OUTBOUND after it was
-// briefly a spool) is recreated when empty; one that holds mail stops the
+// by another version (SUBMITTED, CLASSIFIED or OUTBOUND as a work queue) is
+// recreated when empty; one that holds mail stops the
 // start with an error that says so, and the mail stays.
 func TestDeclare_StreamInAnotherLayout(t *testing.T) {
 	tests := []struct {
@@ -93,7 +93,8 @@ func TestDeclare_StreamInAnotherLayout(t *testing.T) {
 	}{
 		{"empty work-queue spool", StreamSubmitted, SubjectSubmitted, jetstream.WorkQueuePolicy, jetstream.LimitsPolicy, false},
 		{"work-queue spool with mail", StreamSubmitted, SubjectSubmitted, jetstream.WorkQueuePolicy, jetstream.LimitsPolicy, true},
-		{"empty outbound with limits", StreamOutbound, SubjectOutbound + ".>", jetstream.LimitsPolicy, jetstream.WorkQueuePolicy, false},
+		{"empty work-queue outbound", StreamOutbound, SubjectOutbound + ".>", jetstream.WorkQueuePolicy, jetstream.LimitsPolicy, false},
+		{"work-queue outbound with mail", StreamOutbound, SubjectOutbound + ".>", jetstream.WorkQueuePolicy, jetstream.LimitsPolicy, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,7 +107,7 @@ func TestDeclare_StreamInAnotherLayout(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tt.withMail {
-				if _, err := js.Publish(ctx, tt.subject, []byte("queued mail")); err != nil {
+				if _, err := js.Publish(ctx, strings.Replace(tt.subject, ">", "shared", 1), []byte("queued mail")); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -137,5 +138,71 @@ func TestDeclare_StreamInAnotherLayout(t *testing.T) {
 				t.Errorf("retention = %v, want %v", info.Config.Retention, tt.want)
 			}
 		})
+	}
+}
+
+// TestSpool_OutboundPurgesOnlyItsPool: a pool's consumer purges the jobs it
+// acknowledged and nothing else: not another pool's jobs, not a deferred
+// job waiting as a message schedule.
+func TestSpool_OutboundPurgesOnlyItsPool(t *testing.T) {
+	b := connect(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	at := time.Now().Add(time.Hour)
+	env := &envelope.Envelope{ID: "later", Tenant: "t", Pool: "a"}
+	if err := b.PublishDeferred(ctx, DeferredSubject("a", env.ID, "x.example"), OutboundSubject("a"), "later", at, env, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		for _, pool := range []string{"a", "b"} {
+			env := &envelope.Envelope{ID: fmt.Sprintf("%s%d", pool, i), Tenant: "t", Pool: pool}
+			if err := b.PublishMessage(ctx, OutboundSubject(pool), env.ID, env, []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	acked := make(chan struct{}, 10)
+	done := make(chan error, 1)
+	go func() {
+		done <- b.Consume(ctx, Consumer{Stream: StreamOutbound, Durable: "sender-a", FilterSubject: OutboundSubject("a")},
+			slog.New(slog.NewTextHandler(io.Discard, nil)), func(ctx context.Context, m jetstream.Msg) {
+				_ = m.Ack()
+				acked <- struct{}{}
+			})
+	}()
+	for range 10 {
+		<-acked
+	}
+	count := func(subject string) uint64 {
+		s, err := b.JS.Stream(ctx, StreamOutbound)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n uint64
+		for _, c := range info.State.Subjects {
+			n += c
+		}
+		return n
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for count(OutboundSubject("a")) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("pool a still holds %d acknowledged jobs", count(OutboundSubject("a")))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := count(OutboundSubject("b")); n != 10 {
+		t.Errorf("pool b holds %d jobs, want its 10 untouched", n)
+	}
+	if n := count(SubjectDeferred + ".>"); n != 1 {
+		t.Errorf("%d deferred jobs left, want the waiting one", n)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

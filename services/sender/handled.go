@@ -19,9 +19,10 @@ import (
 //
 // Why: after a crash of the NATS server, JetStream hands out again what a
 // consumer acknowledged in its last ~100 ms (consumer state is written up to
-// ten times a second), and the SUBMITTED and CLASSIFIED spools (pkg/bus
-// spool.go) then route some messages a second time, after their first jobs
-// were delivered and removed (so Nats-Msg-Id no longer catches them). The
+// ten times a second): OUTBOUND, a spool (pkg/bus spool.go), hands out jobs
+// already attempted, and the SUBMITTED and CLASSIFIED spools route some
+// messages a second time, after their first jobs were delivered and removed
+// (so Nats-Msg-Id no longer catches them). The
 // delivery event of each attempt is stored before its job is acked, so the
 // events stream knows which jobs are done: a sender reads the last
 // handledMemory of delivery events at start and adds its own as it goes.

@@ -129,7 +129,7 @@ func TestSender_CopiesInHandSentOnce(t *testing.T) {
 	if err := w.b.PublishMessage(context.Background(), bus.OutboundSubject("shared"), "copy", env, body); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "copy acked while the first is in hand", func() bool { return w.outbound(t) == 1 })
+	eventually(t, "copy acked while the first is in hand", func() bool { return w.unacked(t) == 1 })
 	close(release)
 	if d := w.next(t); d.Rcpts[0].Outcome != events.OutcomeDelivered {
 		t.Fatalf("attempt: %+v", d)

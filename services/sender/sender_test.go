@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -173,6 +174,25 @@ func (w *world) outbound(t *testing.T) uint64 {
 		t.Fatal(err)
 	}
 	return info.State.Msgs
+}
+
+// unacked is how many of the shared pool's jobs its consumer has not yet
+// had acknowledged, in hand or waiting. OUTBOUND is a spool, so an acked
+// job stays in the stream until the purge after it (outbound counts those).
+func (w *world) unacked(t *testing.T) uint64 {
+	t.Helper()
+	c, err := w.b.JS.Consumer(context.Background(), bus.StreamOutbound, "sender-shared")
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return math.MaxUint64 // the sender has not started consuming yet
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint64(info.NumAckPending) + info.NumPending
 }
 
 // eventually waits until ok holds.
