@@ -39,6 +39,11 @@ type Config struct {
 	BatchSize int `yaml:"batch_size"`
 	// FlushInterval is the longest an event waits in a batch that is not
 	// full: the delay before a row shows up in ClickHouse at low traffic.
+	// Each insert writes a new part (a directory of files, one or two per
+	// column) into every table it touches and every rollup fed by it, so on
+	// a machine that also runs the NATS store, inserting every second put
+	// hundreds of file creations a second into the file system journal
+	// that JetStream's fsyncs wait on (docs/performance.md, "Fifth round").
 	FlushInterval time.Duration `yaml:"flush_interval"`
 	// AckWait is how long JetStream waits for the ack of a fetched event
 	// before delivering it again. It is long because the role holds a batch
@@ -63,7 +68,7 @@ func DefaultConfig() Config {
 	return Config{
 		ClickHouse:      chstore.DefaultConfig(),
 		BatchSize:       5000,
-		FlushInterval:   time.Second,
+		FlushInterval:   5 * time.Second,
 		AckWait:         5 * time.Minute,
 		RetryMax:        30 * time.Second,
 		BacklogInterval: 30 * time.Second,
