@@ -26,13 +26,15 @@
 #
 # Environment: N (10000), S (10240), C (20), SYSTEMS (all five), KEEP=1 keeps
 # the temp directory, OUT (bench/out) for logs and the table, PROFILE=1 saves
-# a 15 s CPU profile and a goroutine dump of each Outflow run in OUT,
+# a goroutine dump, a 10 s CPU profile and a 4 s execution trace of each
+# Outflow run in OUT, OUTFLOW_BIN (a binary to run instead of bin/outflow,
+# to compare two builds interleaved),
 # LATENCY (1), LAT_N, LAT_RATE (a fixed pace instead of half the measured
 # msgs/s, to compare two builds at the same load), LAT_WARMUP (2s of the
 # same load before the timed messages, for every system; their p99 is the
 # table's wu_p99 column; 0s: none), CLASSIFIER_WORKERS,
-# ROUTER_WORKERS, SENDER_WORKERS, EVENT_LINGER (override Outflow's defaults,
-# to compare settings). SOAK=1 (make soak) runs the soak mode instead (see
+# ROUTER_WORKERS, SENDER_WORKERS, EVENT_LINGER, ANALYTICS_FLUSH (override
+# Outflow's defaults, to compare settings). SOAK=1 (make soak) runs the soak mode instead (see
 # soak below): SOAK_RATE (default half of a SOAK_N=2000 throughput run),
 # SOAK_SECONDS (600), SOAK_EVERY (15), SOAK_WARMUP (240).
 set -euo pipefail
@@ -259,20 +261,23 @@ $dk
 ${ROUTER_WORKERS:+router: {workers: $ROUTER_WORKERS\}}
 ${CLASSIFIER_WORKERS:+classifier: {workers: $CLASSIFIER_WORKERS\}}
 analytics:
+${ANALYTICS_FLUSH:+  flush_interval: $ANALYTICS_FLUSH}
   clickhouse: {addr: "127.0.0.1:$CHPORT", database: bench_$RANDOM}
   # smtp-source's filler body scores as spam (routed to high-risk, as it
   # should); the reputation loop would then suspend the tenant mid-run.
   reputation: {enabled: false}
 metrics: {listen: "127.0.0.1:$mp", pprof: true}
 CF
-  sh -c "$INCG" "$CG" "$ROOT/bin/outflow" all -config "$o/outflow.yaml" >"$OUT/$name.outflow.log" 2>&1 &
+  sh -c "$INCG" "$CG" "${OUTFLOW_BIN:-$ROOT/bin/outflow}" all -config "$o/outflow.yaml" >"$OUT/$name.outflow.log" 2>&1 &
   local opid=$!; pids+=("$opid"); waitport "$port"
   if [ "${PROFILE:-0}" = 1 ]; then
-    # A goroutine dump (where the work waits) and a CPU profile from the
-    # middle of the run: the dump first, since a fast run ends before the
-    # profile does.
+    # A goroutine dump (where the work waits), a CPU profile from the
+    # middle of the run and then a 4 s execution trace (go tool trace
+    # -pprof=sched|syscall): the dump first, since a fast run ends before
+    # the profile does.
     ( sleep 6; curl -s -o "$OUT/$name.goroutines.txt" "http://127.0.0.1:$mp/debug/pprof/goroutine?debug=1"
-      curl -s -o "$OUT/$name.cpu.pprof" "http://127.0.0.1:$mp/debug/pprof/profile?seconds=10" ) &
+      curl -s -o "$OUT/$name.cpu.pprof" "http://127.0.0.1:$mp/debug/pprof/profile?seconds=10"
+      curl -s -o "$OUT/$name.trace" "http://127.0.0.1:$mp/debug/pprof/trace?seconds=4" ) &
   fi
   "$meas" "$name" "$port"
   kill -TERM "$opid"; wait "$opid" 2>/dev/null || true
