@@ -2,6 +2,8 @@ package sender
 
 import (
 	"context"
+	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -146,6 +148,62 @@ func TestSender_CopiesInHandSentOnce(t *testing.T) {
 func (h *handled) has(id string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	_, ok := h.ids[id]
+	_, ok := h.ids[keyOf(id)]
 	return ok
+}
+
+// TestHandled_Forgets: a job is remembered for handledMemory after it was
+// claimed or finished, then forgotten at the next sweep; a released claim
+// is forgotten at once, a finished job is not.
+func TestHandled_Forgets(t *testing.T) {
+	t0 := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name  string
+		later time.Duration // when the next job is added
+		want  bool          // the first job still known
+	}{
+		{"within the memory", handledMemory - time.Minute, true},
+		{"at its end", handledMemory, true},
+		{"past it", handledMemory + time.Minute, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHandled()
+			h.add("first.example.net.1.delivery", t0)
+			h.add("second.example.net.1.delivery", t0.Add(tt.later))
+			if got := h.has("first.example.net.1.delivery"); got != tt.want {
+				t.Errorf("first job known = %v, want %v", got, tt.want)
+			}
+			if !h.has("second.example.net.1.delivery") {
+				t.Error("the job just added is not known")
+			}
+		})
+	}
+}
+
+// BenchmarkHandled_Memory reports the heap a remembered job costs (B/job):
+// a sender holds handledMemory's worth of them.
+func BenchmarkHandled_Memory(b *testing.B) {
+	const jobs = 100_000
+	ids := make([]string, jobs)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%032x.recipient-domain.example.1", i)
+	}
+	now := time.Now()
+	var perJob float64
+	for b.Loop() {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		h := newHandled()
+		for _, id := range ids {
+			// A new string per job, as deliveryEventID makes.
+			h.add(id+".delivery", now)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		perJob = float64(after.HeapAlloc-before.HeapAlloc) / jobs
+		runtime.KeepAlive(h)
+	}
+	b.ReportMetric(perJob, "B/job")
 }
