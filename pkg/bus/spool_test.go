@@ -81,8 +81,8 @@ func TestSpool_PurgedUpToAckFloor(t *testing.T) {
 
 // TestDeclare_StreamInAnotherLayout: a stream left with another retention
 // by another version (SUBMITTED, CLASSIFIED or OUTBOUND as a work queue) is
-// recreated when empty; one that holds mail stops the
-// start with an error that says so, and the mail stays.
+// recreated when empty; one that holds mail stops the start with an error
+// that says so, and the mail stays.
 func TestDeclare_StreamInAnotherLayout(t *testing.T) {
 	tests := []struct {
 		name      string

@@ -23,11 +23,11 @@ import (
 // ten times a second): OUTBOUND, a spool (pkg/bus spool.go), hands out jobs
 // already attempted, and the SUBMITTED and CLASSIFIED spools route some
 // messages a second time, after their first jobs were delivered and removed
-// (so Nats-Msg-Id no longer catches them). The
-// delivery event of each attempt is stored before its job is acked, so the
-// events stream knows which jobs are done: a sender reads the last
-// handledMemory of delivery events at start and adds its own as it goes.
-// Copies of a job also come from batches (claim).
+// (so Nats-Msg-Id no longer catches them). The delivery event of each
+// attempt is stored before its job is acked, so the events stream knows
+// which jobs are done: a sender reads the last handledMemory of delivery
+// events at start and adds its own as it goes. Copies of a job also come
+// from batches (claim).
 type handled struct {
 	mu    sync.Mutex
 	ids   map[jobKey]handledJob // delivery event id's key → its job here

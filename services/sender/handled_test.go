@@ -153,8 +153,7 @@ func (h *handled) has(id string) bool {
 }
 
 // TestHandled_Forgets: a job is remembered for handledMemory after it was
-// claimed or finished, then forgotten at the next sweep; a released claim
-// is forgotten at once, a finished job is not.
+// finished (or claimed), then forgotten at the next sweep.
 func TestHandled_Forgets(t *testing.T) {
 	t0 := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
 	tests := []struct {
