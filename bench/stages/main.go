@@ -195,10 +195,11 @@ func (st *stages) printSlowest(w io.Writer, n int) error {
 	whole := len(stageNames) - 1
 	byTime := slices.Clone(st.msgs)
 	sort.SliceStable(byTime, func(i, j int) bool { return byTime[i].d[whole] > byTime[j].d[whole] })
-	if _, err := fmt.Fprintf(w, "slowest %d (received at s; stages in ms, in the order above):\n", min(n, len(byTime))); err != nil {
+	t0 := st.msgs[0].received
+	if _, err := fmt.Fprintf(w, "slowest %d (received at s after %s; stages in ms, in the order above):\n",
+		min(n, len(byTime)), t0.UTC().Format("15:04:05.000")); err != nil {
 		return err
 	}
-	t0 := st.msgs[0].received
 	for _, m := range byTime[:min(n, len(byTime))] {
 		line := fmt.Sprintf("%8.3f", m.received.Sub(t0).Seconds())
 		for _, d := range m.d {

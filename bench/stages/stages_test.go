@@ -92,7 +92,7 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if got, want := strings.Join(lines[len(lines)-2:], "\n"), "slowest 1 (received at s; stages in ms, in the order above):\n"+
+	if got, want := strings.Join(lines[len(lines)-2:], "\n"), "slowest 1 (received at s after 12:00:00.000; stages in ms, in the order above):\n"+
 		"   0.000     2.0     3.0     7.0     8.0    20.0"; got != want {
 		t.Errorf("-slow 5 ends with\n%s\nwant\n%s", got, want)
 	}
