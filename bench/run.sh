@@ -28,7 +28,10 @@
 # the temp directory, OUT (bench/out) for logs and the table, PROFILE=1 saves
 # a goroutine dump, a 10 s CPU profile and a 4 s execution trace of each
 # Outflow run in OUT, OUTFLOW_BIN (a binary to run instead of bin/outflow,
-# to compare two builds interleaved),
+# to compare two builds interleaved), OUTFLOW_STORE (a directory on
+# another file system for Outflow's JetStream store, e.g. /dev/shm, to see
+# what the spool's fsyncs cost on this machine's disk; default: the temp
+# directory),
 # LATENCY (1), LAT_N, LAT_RATE (a fixed pace instead of half the measured
 # msgs/s, to compare two builds at the same load), LAT_WARMUP (2s of the
 # same load before the timed messages, for every system; their p99 is the
@@ -71,7 +74,12 @@ cleanup() {
     for p in $(cat "$CG/cgroup.procs" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
     sleep 0.2; rmdir "$CG" 2>/dev/null
   fi
-  [ "${KEEP:-0}" = 1 ] && echo "kept $TMP" || rm -rf "$TMP"
+  if [ "${KEEP:-0}" = 1 ]; then
+    echo "kept $TMP${OUTFLOW_STORE:+ (JetStream stores in $OUTFLOW_STORE/outflow-bench-$$-*)}"
+  else
+    rm -rf "$TMP"
+    if [ -n "${OUTFLOW_STORE:-}" ]; then rm -rf "$OUTFLOW_STORE"/outflow-bench-$$-*; fi
+  fi
 }
 trap cleanup EXIT INT TERM
 mkdir "$CG"
@@ -222,6 +230,8 @@ run_outflow() {
   local name=$1 dkim=$2 relay=$3 meas=$4
   startch
   local o=$TMP/$name; rm -rf "$o"; mkdir -p "$o"
+  local store=$o/nats
+  if [ -n "${OUTFLOW_STORE:-}" ]; then store=$OUTFLOW_STORE/outflow-bench-$$-$name; rm -rf "$store"; fi
   local port np mp; port=$(freeport); np=$(freeport); mp=$(freeport)
   local dk=""
   if [ "$dkim" = 1 ]; then
@@ -235,7 +245,7 @@ run_outflow() {
 log: {level: warn, format: text}
 nats:
   url: ""
-  embedded: {listen: 127.0.0.1:$np, store_dir: $o/nats, sync_always: true}
+  embedded: {listen: 127.0.0.1:$np, store_dir: $store, sync_always: true}
 ${EVENT_LINGER:+  event_linger: $EVENT_LINGER}
 pools:
   - name: shared
