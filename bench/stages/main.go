@@ -1,8 +1,8 @@
 // Command stages says where a message's time went in a kept bench run: it
 // reads the EVENTS stream of an Outflow NATS store (bench/run.sh with
-// KEEP=1 leaves it under TMP/<system>/nats, or OUTFLOW_STORE/outflow-bench-PID-<system>
-// with OUTFLOW_STORE set) and prints, per stage, the
-// p50/p90/p99/max over the messages delivered once:
+// KEEP=1 leaves it under TMP/<system>/nats, or under
+// OUTFLOW_STORE/outflow-bench-PID-<system> when OUTFLOW_STORE is set) and
+// prints, per stage, the p50/p90/p99/max over the messages delivered once:
 //
 //	received → scored        ingest's publish and the SUBMITTED hop
 //	scored → routed          the classifier's publish and the CLASSIFIED hop
