@@ -29,7 +29,9 @@ func streamMsgs(t testing.TB, b *Bus, name string) uint64 {
 }
 
 // TestSpool_PurgedUpToAckFloor: acknowledged messages leave the spool; a
-// message not yet acknowledged keeps itself and everything after it.
+// message not yet acknowledged keeps itself and everything after it. The
+// message held back stays in its handler until the test releases it, so
+// the check does not race a redelivery timer.
 func TestSpool_PurgedUpToAckFloor(t *testing.T) {
 	b := connect(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -41,15 +43,18 @@ func TestSpool_PurgedUpToAckFloor(t *testing.T) {
 		}
 	}
 	handled := make(chan string, 20)
+	release := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
 		done <- b.Consume(ctx, Consumer{Stream: StreamSubmitted, Durable: "c", Workers: 2},
 			slog.New(slog.NewTextHandler(io.Discard, nil)), func(ctx context.Context, m jetstream.Msg) {
 				env, _ := envelope.Decode(m.Headers())
-				md, _ := m.Metadata()
-				if env.ID == "m3" && md.NumDelivered == 1 {
-					_ = m.NakWithDelay(4 * time.Second)
-					return
+				if env.ID == "m3" {
+					select {
+					case <-release:
+					case <-ctx.Done():
+						return
+					}
 				}
 				_ = m.Ack()
 				handled <- env.ID
@@ -58,24 +63,37 @@ func TestSpool_PurgedUpToAckFloor(t *testing.T) {
 	for range 9 {
 		<-handled
 	}
-	// m1 and m2 go; m3 (waiting) holds back itself and m4..m10.
-	time.Sleep(2*PurgeInterval + 500*time.Millisecond)
+	// m1 and m2 go; m3 (in hand) holds back itself and m4..m10, however
+	// many purges pass.
+	waitStreamMsgs(t, b, StreamSubmitted, 8)
+	time.Sleep(2 * PurgeInterval)
 	if n := streamMsgs(t, b, StreamSubmitted); n != 8 {
 		t.Fatalf("spool holds %d messages while m3 waits, want 8", n)
 	}
+	close(release)
 	if id := <-handled; id != "m3" {
 		t.Fatalf("handled %s, want m3", id)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for streamMsgs(t, b, StreamSubmitted) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("spool still holds %d messages after every ack", streamMsgs(t, b, StreamSubmitted))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitStreamMsgs(t, b, StreamSubmitted, 0)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// waitStreamMsgs waits up to 10 s for stream to hold exactly want messages.
+func waitStreamMsgs(t *testing.T, b *Bus, stream string, want uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n := streamMsgs(t, b, stream)
+		if n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s holds %d messages, want %d", stream, n, want)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
