@@ -68,20 +68,7 @@ func TestPublishDeferred_FiresOnTimeWithoutPending(t *testing.T) {
 	if _, err := b.purgeAcked(ctx, StreamOutbound, target, cons, 0); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		s, err := b.JS.Stream(ctx, StreamOutbound)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s.CachedInfo().State.Msgs == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("OUTBOUND still holds %d messages", s.CachedInfo().State.Msgs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitStreamMsgs(t, b, StreamOutbound, 0, 3*time.Second)
 }
 
 // A stream declared by an older version (DiscardNew, no schedules) is

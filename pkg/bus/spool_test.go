@@ -65,7 +65,7 @@ func TestSpool_PurgedUpToAckFloor(t *testing.T) {
 	}
 	// m1 and m2 go; m3 (in hand) holds back itself and m4..m10, however
 	// many purges pass.
-	waitStreamMsgs(t, b, StreamSubmitted, 8)
+	waitStreamMsgs(t, b, StreamSubmitted, 8, 10*time.Second)
 	time.Sleep(2 * PurgeInterval)
 	if n := streamMsgs(t, b, StreamSubmitted); n != 8 {
 		t.Fatalf("spool holds %d messages while m3 waits, want 8", n)
@@ -74,17 +74,18 @@ func TestSpool_PurgedUpToAckFloor(t *testing.T) {
 	if id := <-handled; id != "m3" {
 		t.Fatalf("handled %s, want m3", id)
 	}
-	waitStreamMsgs(t, b, StreamSubmitted, 0)
+	waitStreamMsgs(t, b, StreamSubmitted, 0, 10*time.Second)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 }
 
-// waitStreamMsgs waits up to 10 s for stream to hold exactly want messages.
-func waitStreamMsgs(t *testing.T, b *Bus, stream string, want uint64) {
+// waitStreamMsgs waits up to within for stream to hold exactly want
+// messages.
+func waitStreamMsgs(t *testing.T, b *Bus, stream string, want uint64, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(within)
 	for {
 		n := streamMsgs(t, b, stream)
 		if n == want {
@@ -93,7 +94,7 @@ func waitStreamMsgs(t *testing.T, b *Bus, stream string, want uint64) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s holds %d messages, want %d", stream, n, want)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
